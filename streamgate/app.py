@@ -1,0 +1,54 @@
+"""Running the gateway: build the server from settings, serve until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import anyio
+
+from streamgate.config import Settings, parse_listen
+from streamgate.server.listener import RtmpServer, ServerContext
+
+__all__ = ["run", "serve"]
+
+log = logging.getLogger("streamgate")
+
+
+def _hints(settings: Settings, port: int) -> str:
+    host, _ = parse_listen(settings.rtmp.listen)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint
+        host = "127.0.0.1"
+    base = f"rtmp://{host}:{port}/live"
+    return (
+        f"streamgate {settings.mode} ready on {host}:{port}\n"
+        f"  publish: ffmpeg -re -f lavfi -i testsrc2=size=640x360:rate=30 "
+        f"-f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency "
+        f"-g 60 -c:a aac -f flv {base}/demo\n"
+        f"  play:    ffplay {base}/demo\n"
+        f"  probe:   ffprobe {base}/demo"
+    )
+
+
+async def serve(settings: Settings, *, ready: anyio.Event | None = None) -> None:
+    """Serve until cancelled or SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    ctx = ServerContext.build(settings, loop)
+    server = RtmpServer(ctx)
+    await server.start()
+    print(_hints(settings, server.port), flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+    finally:
+        with anyio.CancelScope(shield=True):
+            await server.close()
+
+
+def run(settings: Settings) -> None:
+    anyio.run(serve, settings, backend="asyncio", backend_options={"use_uvloop": True})

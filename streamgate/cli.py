@@ -1,0 +1,49 @@
+"""The ``streamgate`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from streamgate import __version__
+from streamgate.config import load_settings
+from streamgate.errors import ConfigError
+from streamgate.log import setup_logging
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"streamgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the gateway")
+    run.add_argument("-c", "--config", required=True, help="TOML configuration file")
+    run.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("-c", "--config", required=True, help="TOML configuration file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"streamgate: invalid configuration:\n{exc.description}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(f"{args.config}: OK ({settings.mode} mode, RTMP on {settings.rtmp.listen})")
+        return 0
+    setup_logging(settings.log.level, args.log_format or settings.log.format)
+    from streamgate.app import run
+
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Settings: one pydantic-settings model tree, from a TOML file and the environment.
+
+Precedence, highest first: ``STREAMGATE_<SECTION>__<NAME>`` environment
+variables, then the TOML file given with ``-c``, then the defaults here.
+Every field's description is its entry in the configuration reference.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from streamgate.errors import ConfigError
+
+__all__ = [
+    "LogSettings",
+    "OriginSettings",
+    "RtmpSettings",
+    "Settings",
+    "load_settings",
+    "parse_listen",
+]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:1935"`` or ``"[::1]:1935"`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - an explicit ":port" means all
+    return host, int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class RtmpSettings(_Section):
+    """The RTMP listener and what every connection may do."""
+
+    listen: str = Field(
+        "127.0.0.1:1935",
+        description="Address and port the RTMP listener binds, HOST:PORT. Needs a restart.",
+    )
+    backlog: int = Field(1024, ge=1, description="Listen backlog (accept queue length).")
+    chunk_size: int = Field(
+        4096, ge=128, le=65536, description="Chunk size we send with (announced to every peer)."
+    )
+    window_ack_size: int = Field(
+        2_500_000, ge=4096, description="Window acknowledgement size we ask peers to ack at."
+    )
+    handshake_timeout: float = Field(
+        5.0, gt=0, description="Seconds a new connection has to complete the handshake."
+    )
+    command_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds from accept until the connection must be playing or publishing.",
+    )
+    max_message_size: int = Field(
+        8 << 20,
+        ge=65536,
+        le=64 << 20,
+        description="Largest RTMP message accepted from a peer, in bytes; larger is an error.",
+    )
+    max_chunk_streams: int = Field(
+        64, ge=8, le=65599, description="Most chunk stream ids one peer may keep state for."
+    )
+    max_streams_per_connection: int = Field(
+        8, ge=1, le=1024, description="Most createStream ids one connection may hold."
+    )
+    merge_ms: int = Field(
+        50,
+        ge=0,
+        le=2000,
+        description=(
+            "Merged writes: media accumulates for this many milliseconds and each player "
+            "gets one write per flush. 0 writes every message at once; SRS uses 350."
+        ),
+    )
+    player_buffer: int = Field(
+        1 << 20,
+        ge=65536,
+        description=(
+            "Bytes buffered for a player beyond what its socket takes before it is treated "
+            "as congested and skips to the next keyframe."
+        ),
+    )
+    slow_player_timeout: float = Field(
+        10.0, gt=0, description="Seconds a congested player may stay congested before it is dropped."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+class OriginSettings(_Section):
+    """Origin mode: publishers push here, players play from here."""
+
+    play_wait: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description=(
+            "Seconds a play of an unpublished stream waits for a publisher before it is "
+            "answered NetStream.Play.StreamNotFound. 0 answers at once (nginx-rtmp's "
+            "idle_streams off)."
+        ),
+    )
+    publish_idle_timeout: float = Field(
+        10.0, gt=0, description="Seconds without media after which a publisher is dropped."
+    )
+    gop_cache: bool = Field(
+        True, description="Start new players at the last keyframe, with metadata and headers."
+    )
+    max_gop_bytes: int = Field(
+        16 << 20,
+        ge=1 << 20,
+        description="Largest GOP kept in the cache; beyond it, new players start live.",
+    )
+
+
+class LogSettings(_Section):
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged."
+    )
+    format: Literal["text", "json"] = Field(
+        "text", description="text for people, json for one JSON object per line."
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    mode: Literal["origin"] = Field(
+        "origin", description="origin: accept publishers and serve players."
+    )
+    rtmp: RtmpSettings = Field(default_factory=RtmpSettings)  # type: ignore[arg-type]
+    origin: OriginSettings = Field(default_factory=OriginSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+
+    _toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    if len(loc) >= 2:
+        return f"[{loc[0]}] {'.'.join(str(p) for p in loc[1:])}"
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def load_settings(path: str | Path | None, **overrides: Any) -> Settings:
+    """Load and validate; raises :class:`ConfigError` with file, key and reason."""
+    source = str(path) if path is not None else "(defaults)"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: no such file")
+        try:
+            tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read: {exc}") from None
+    Settings._toml_file = Path(path) if path is not None else None
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            problems.append(f"{source}: {_where(err['loc'])}: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+    finally:
+        Settings._toml_file = None

@@ -1,0 +1,157 @@
+"""The stream hub: which streams exist, who publishes them, who waits for them.
+
+Invariants:
+
+* At most one publisher per (app, name); a second is refused with
+  ``NetStream.Publish.BadName``.
+* A player of a name nobody publishes is refused with
+  ``NetStream.Play.StreamNotFound`` at once (``play_wait`` 0, like
+  nginx-rtmp's ``idle_streams off``) or after waiting at most ``play_wait``
+  seconds; nothing waits without a deadline.
+* A publisher that sends no media for ``publish_idle_timeout`` is dropped,
+  and its players are ended with ``NetStream.Play.UnpublishNotify``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamgate.errors import StreamgateError
+from streamgate.relay.clock import Clock, TimerHandle
+from streamgate.relay.stream import FanoutSettings, Stream
+from streamgate.rtmp.messages import Status
+
+__all__ = ["HubSettings", "PublisherSink", "StreamBusy", "StreamHub", "Waiter"]
+
+
+class StreamBusy(StreamgateError):
+    """The name is already being published."""
+
+    code = Status.PUBLISH_BAD_NAME
+
+
+class PublisherSink(Protocol):
+    def kick(self, code: str, description: str) -> None:
+        """Tell the publisher why and close it."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    play_wait: float = 0.0
+    publish_idle_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class Waiter:
+    """A player waiting for a publisher; ``on_ready`` or ``on_missing`` fires once."""
+
+    on_ready: Callable[[Stream], None]
+    on_missing: Callable[[], None]
+    timer: TimerHandle | None = None
+    done: bool = False
+
+
+class StreamHub:
+    def __init__(self, clock: Clock, fanout: FanoutSettings, settings: HubSettings) -> None:
+        self.clock = clock
+        self.fanout = fanout
+        self.settings = settings
+        self._streams: dict[tuple[str, str], Stream] = {}
+        self._publishers: dict[Stream, PublisherSink] = {}
+        self._waiters: dict[tuple[str, str], list[Waiter]] = {}
+
+    def __iter__(self) -> Iterator[Stream]:
+        return iter(list(self._streams.values()))
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def get(self, app: str, name: str) -> Stream | None:
+        return self._streams.get((app, name))
+
+    # ------------------------------------------------------------ publishing
+
+    def publish(self, app: str, name: str, publisher: PublisherSink) -> Stream:
+        key = (app, name)
+        if key in self._streams:
+            raise StreamBusy(f"{app}/{name} is already being published")
+        stream = Stream(app, name, self.clock, self.fanout)
+        self._streams[key] = stream
+        self._publishers[stream] = publisher
+        for waiter in self._waiters.pop(key, []):
+            self._settle(waiter)
+            waiter.on_ready(stream)
+        return stream
+
+    def unpublish(self, stream: Stream, code: str = Status.PLAY_UNPUBLISH_NOTIFY) -> None:
+        """The publisher left: end the stream for its players."""
+        key = (stream.app, stream.name)
+        if self._streams.get(key) is stream:
+            del self._streams[key]
+        self._publishers.pop(stream, None)
+        stream.end(code, f"{stream.app}/{stream.name} is no longer published")
+
+    # ------------------------------------------------------------ waiting
+
+    def wait_for(
+        self,
+        app: str,
+        name: str,
+        on_ready: Callable[[Stream], None],
+        on_missing: Callable[[], None],
+    ) -> Waiter | None:
+        """Refuse now (returns None, ``on_missing`` not called) or register a bounded wait."""
+        if self.settings.play_wait <= 0:
+            return None
+        waiter = Waiter(on_ready, on_missing)
+        key = (app, name)
+        self._waiters.setdefault(key, []).append(waiter)
+
+        def expire() -> None:
+            waiters = self._waiters.get(key)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[key]
+            if not waiter.done:
+                waiter.done = True
+                on_missing()
+
+        waiter.timer = self.clock.call_later(self.settings.play_wait, expire)
+        return waiter
+
+    def cancel_wait(self, app: str, name: str, waiter: Waiter) -> None:
+        waiters = self._waiters.get((app, name))
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[(app, name)]
+        self._settle(waiter)
+
+    @staticmethod
+    def _settle(waiter: Waiter) -> None:
+        waiter.done = True
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
+    # ------------------------------------------------------------ idle publishers
+
+    def sweep(self) -> list[Stream]:
+        """Drop publishers that went quiet; returns the streams that were ended."""
+        now = self.clock.now()
+        limit = self.settings.publish_idle_timeout
+        idle = [s for s in self._streams.values() if now - s.last_media > limit]
+        for stream in idle:
+            publisher = self._publishers.get(stream)
+            self.unpublish(stream)
+            if publisher is not None:
+                publisher.kick(
+                    Status.PUBLISH_IDLE, f"no media for {limit:g} s: the publisher is dropped"
+                )
+        return idle

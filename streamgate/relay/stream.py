@@ -1,0 +1,360 @@
+"""One live stream: its GOP cache and the fan-out to its players.
+
+The hot path is built so that per player there is only a write:
+
+* every media message is chunk-encoded once per *group* (players sharing a
+  message stream id, almost always all of them, since ids are allocated
+  lowest-first) with a type-0 header, so the bytes depend on nothing
+  player-specific;
+* encoded messages accumulate in the group's ``pending`` list and are
+  joined once per flush (every ``merge_ms``); each live player then gets
+  exactly one ``write`` of that shared ``bytes`` object;
+* per-player state is a small slotted object; live players sit in a dict
+  of bound ``write`` methods that the flush loop calls directly.
+
+Invariants:
+
+* ``gop`` holds the raw messages since the last video keyframe (empty when
+  there is none yet, or when it outgrew ``max_gop_bytes``); each group's
+  ``gop_bytes`` is the same list encoded, and the last ``gop_pending`` of
+  those are also in ``pending``, so a joining player is written the GOP
+  without them and receives them with the next flush, never twice.
+* A player is either live (in ``live``) or skipping (in ``skipping``);
+  a skipping player gets nothing until a flush that contains a keyframe
+  finds its socket writable again, then it resumes at that keyframe.
+  One that stays congested past ``slow_player_timeout`` is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamgate.relay.clock import Clock, TimerHandle
+from streamgate.rtmp import amf0
+from streamgate.rtmp.chunk import encode_message
+from streamgate.rtmp.media import (
+    AUDIO_CONFIG,
+    VIDEO_CONFIG,
+    VIDEO_KEYFRAME,
+    AudioDescription,
+    BitrateMeter,
+    VideoDescription,
+    classify_audio,
+    classify_video,
+    describe_audio,
+    describe_video,
+)
+from streamgate.rtmp.messages import CSID_AUDIO, CSID_DATA, CSID_VIDEO, MsgType
+
+__all__ = ["FanoutSettings", "Player", "PlayerSink", "Stream"]
+
+_CSID = {MsgType.AUDIO: CSID_AUDIO, MsgType.VIDEO: CSID_VIDEO, MsgType.DATA_AMF0: CSID_DATA}
+
+
+class PlayerSink(Protocol):
+    """What a stream needs from a player's connection."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def stream_ended(self, code: str, description: str) -> None:
+        """Tell the player the stream is over and close it."""
+
+    def drop(self, reason: str) -> None:
+        """Close a player that cannot keep up."""
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutSettings:
+    chunk_size: int = 4096
+    merge_ms: int = 50
+    gop_cache: bool = True
+    max_gop_bytes: int = 16 << 20
+    slow_player_timeout: float = 10.0
+
+
+class Player:
+    """A player attached to a stream (per-player state: keep it small)."""
+
+    __slots__ = ("group", "paused_since", "sink", "stream_id", "write")
+
+    def __init__(
+        self, sink: PlayerSink, stream_id: int, group: _Group, write: Callable[[bytes], None]
+    ) -> None:
+        self.sink = sink
+        self.stream_id = stream_id
+        self.group = group
+        self.write = write
+        self.paused_since: float | None = None
+
+
+class _Group:
+    """Players that share one encoding (same message stream id)."""
+
+    __slots__ = (
+        "gop_bytes",
+        "gop_pending",
+        "kf_index",
+        "live",
+        "pending",
+        "skipping",
+        "start_cache",
+        "stream_id",
+    )
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+        self.live: dict[Player, Callable[[bytes], None]] = {}
+        self.skipping: set[Player] = set()
+        self.pending: list[bytes] = []
+        self.kf_index = -1  # index in pending of the first keyframe, -1 if none
+        self.gop_bytes: list[bytes] = []
+        self.gop_pending = 0
+        self.start_cache: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.live) + len(self.skipping)
+
+
+class Stream:
+    """A published stream and its players."""
+
+    def __init__(self, app: str, name: str, clock: Clock, settings: FanoutSettings) -> None:
+        self.app = app
+        self.name = name
+        self.clock = clock
+        self.settings = settings
+        self.groups: dict[int, _Group] = {}
+        self.gop: list[tuple[int, int, bytes]] = []
+        self.gop_size = 0
+        self.metadata: bytes | None = None  # "onMetaData" body, re-encoded
+        self.video_config: tuple[int, bytes] | None = None
+        self.audio_config: tuple[int, bytes] | None = None
+        self.last_timestamp = 0
+        self.created = clock.now()
+        self.last_media = self.created
+        self.last_keyframe: float | None = None
+        self.video: VideoDescription | None = None
+        self.audio: AudioDescription | None = None
+        self.bitrate_in = BitrateMeter()
+        self.bytes_in = 0
+        self.messages_in = 0
+        self.dropped_players = 0
+        self._flush_timer: TimerHandle | None = None
+        self.ended = False
+
+    # ------------------------------------------------------------ inbound
+
+    def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        """One audio or video message from the publisher or the ingest."""
+        now = self.clock.now()
+        self.last_media = now
+        self.last_timestamp = timestamp
+        self.bytes_in += len(payload)
+        self.messages_in += 1
+        self.bitrate_in.add(len(payload), now)
+        keyframe = False
+        if type_id == MsgType.VIDEO:
+            kind = classify_video(payload)
+            if kind == VIDEO_KEYFRAME:
+                keyframe = True
+                self.last_keyframe = now
+            elif kind == VIDEO_CONFIG:
+                self.video_config = (timestamp, payload)
+                self.video = describe_video(payload)
+                self._invalidate_start()
+        elif classify_audio(payload) == AUDIO_CONFIG:
+            self.audio_config = (timestamp, payload)
+            self.audio = describe_audio(payload)
+            self._invalidate_start()
+        self._append(type_id, timestamp, payload, keyframe)
+
+    def on_metadata(self, timestamp: int, values: tuple[object, ...]) -> None:
+        """A data message; ``@setDataFrame`` is stripped as players expect plain onMetaData."""
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if not values or values[0] != "onMetaData":
+            return
+        self.metadata = amf0.encode(*values)
+        self._invalidate_start()
+        self._append(MsgType.DATA_AMF0, timestamp, self.metadata, False)
+
+    def _append(self, type_id: int, timestamp: int, payload: bytes, keyframe: bool) -> None:
+        settings = self.settings
+        in_gop = False
+        if settings.gop_cache:
+            if keyframe:
+                self.gop = [(type_id, timestamp, payload)]
+                self.gop_size = len(payload)
+                in_gop = True
+            elif self.gop:
+                self.gop_size += len(payload)
+                if self.gop_size > settings.max_gop_bytes:
+                    self.gop = []  # no keyframe for too long: start players live instead
+                    self.gop_size = 0
+                    for group in self.groups.values():
+                        group.gop_bytes = []
+                        group.gop_pending = 0
+                else:
+                    self.gop.append((type_id, timestamp, payload))
+                    in_gop = True
+        csid = _CSID[type_id]
+        chunk_size = settings.chunk_size
+        for group in self.groups.values():
+            data = encode_message(csid, timestamp, type_id, group.stream_id, payload, chunk_size)
+            if keyframe and group.kf_index < 0:
+                group.kf_index = len(group.pending)
+            group.pending.append(data)
+            if in_gop:
+                if keyframe:
+                    group.gop_bytes = [data]
+                    group.gop_pending = 1
+                    group.start_cache = None
+                else:
+                    group.gop_bytes.append(data)
+                    group.gop_pending += 1
+        if settings.merge_ms <= 0:
+            self.flush()
+        elif self._flush_timer is None and self.groups:
+            self._flush_timer = self.clock.call_later(settings.merge_ms / 1000.0, self.flush)
+
+    # ------------------------------------------------------------ outbound
+
+    def flush(self) -> None:
+        """Write what accumulated since the last flush: one write per player."""
+        self._flush_timer = None
+        for group in self.groups.values():
+            pending = group.pending
+            if not pending:
+                continue
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            for write in group.live.values():
+                write(data)
+            if group.skipping:
+                self._serve_skipping(group, data)
+            pending.clear()
+            group.gop_pending = 0
+            group.kf_index = -1
+
+    def _serve_skipping(self, group: _Group, data: bytes) -> None:
+        now = self.clock.now()
+        kf = group.kf_index
+        resume: bytes | None = None
+        for player in list(group.skipping):
+            if player.paused_since is None:
+                if kf < 0:
+                    continue
+                if resume is None:
+                    offset = sum(len(p) for p in group.pending[:kf])
+                    resume = self._start_bytes(group, with_gop=False) + data[offset:]
+                group.skipping.discard(player)
+                group.live[player] = player.write
+                player.write(resume)
+            elif now - player.paused_since > self.settings.slow_player_timeout:
+                self.remove_player(player)
+                self.dropped_players += 1
+                player.sink.drop("could not keep up with the stream")
+
+    def _invalidate_start(self) -> None:
+        for group in self.groups.values():
+            group.start_cache = None
+
+    def _start_bytes(self, group: _Group, with_gop: bool = True) -> bytes:
+        """Metadata and sequence headers, then (optionally) the cached GOP.
+
+        Headers are stamped with the GOP's first timestamp so a new player
+        sees monotonic timestamps from its first message.
+        """
+        if group.start_cache is None:
+            ts = self.gop[0][1] if self.gop else self.last_timestamp
+            chunk_size = self.settings.chunk_size
+            sid = group.stream_id
+            parts = []
+            if self.metadata is not None:
+                # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
+                # time into a spurious data stream.
+                parts.append(
+                    encode_message(CSID_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size)
+                )
+            if self.video_config is not None:
+                parts.append(
+                    encode_message(
+                        CSID_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
+                    )
+                )
+            if self.audio_config is not None:
+                parts.append(
+                    encode_message(
+                        CSID_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
+                    )
+                )
+            group.start_cache = b"".join(parts)
+        if not with_gop:
+            return group.start_cache
+        gop = group.gop_bytes
+        upto = len(gop) - group.gop_pending
+        return group.start_cache + b"".join(gop[:upto])
+
+    # ------------------------------------------------------------ players
+
+    @property
+    def player_count(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    def add_player(
+        self, sink: PlayerSink, stream_id: int, write: Callable[[bytes], None] | None = None
+    ) -> Player:
+        """Attach a player; ``write`` is best the transport's own bound method."""
+        group = self.groups.get(stream_id)
+        if group is None:
+            group = self._new_group(stream_id)
+        player = Player(sink, stream_id, group, write or sink.write)
+        start = self._start_bytes(group)
+        if start:
+            player.write(start)
+        group.live[player] = player.write
+        return player
+
+    def _new_group(self, stream_id: int) -> _Group:
+        group = _Group(stream_id)
+        chunk_size = self.settings.chunk_size
+        group.gop_bytes = [
+            encode_message(_CSID[t], ts, t, stream_id, payload, chunk_size)
+            for t, ts, payload in self.gop
+        ]
+        self.groups[stream_id] = group
+        return group
+
+    def remove_player(self, player: Player) -> None:
+        group = player.group
+        group.live.pop(player, None)
+        group.skipping.discard(player)
+        if not group and self.groups.get(group.stream_id) is group:
+            del self.groups[group.stream_id]
+
+    def player_paused(self, player: Player) -> None:
+        """The player's socket stopped taking data: skip to a later keyframe."""
+        group = player.group
+        if group.live.pop(player, None) is not None:
+            group.skipping.add(player)
+        if player.paused_since is None:
+            player.paused_since = self.clock.now()
+
+    def player_resumed(self, player: Player) -> None:
+        player.paused_since = None
+
+    # ------------------------------------------------------------ ending
+
+    def end(self, code: str, description: str) -> None:
+        """The stream is over: flush, tell every player, forget them."""
+        if self.ended:
+            return
+        self.ended = True
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self.flush()
+        players = [p for g in self.groups.values() for p in (*g.live, *g.skipping)]
+        self.groups.clear()
+        for player in players:
+            player.sink.stream_ended(code, description)

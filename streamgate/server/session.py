@@ -1,0 +1,325 @@
+"""One accepted RTMP connection: relays bytes between the socket, the core and the hub.
+
+The session owns no protocol logic. It feeds bytes to
+:class:`~streamgate.rtmp.connection.ServerConnection`, acts on its events
+through a dispatch table, writes what the core queued and keeps the core's
+timer armed. Media to a player bypasses the session entirely: the stream
+writes shared bytes straight to the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from streamgate.errors import ProtocolError, StreamgateError
+from streamgate.relay.hub import StreamBusy, StreamHub, Waiter
+from streamgate.relay.stream import Player, Stream
+from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
+from streamgate.rtmp.events import (
+    CommandIgnored,
+    ConnectRequested,
+    DataReceived,
+    Event,
+    MediaReceived,
+    PlayRequested,
+    PublishRequested,
+    ReceiveToggled,
+    StreamClosed,
+)
+from streamgate.rtmp.messages import Status
+
+if TYPE_CHECKING:
+    from streamgate.server.listener import ServerContext
+
+__all__ = ["RtmpSession"]
+
+log = logging.getLogger("streamgate.session")
+
+
+class RtmpSession(asyncio.Protocol):
+    """A publisher or player connection (origin mode)."""
+
+    _ids = 0
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        RtmpSession._ids += 1
+        self.id = RtmpSession._ids
+        self.transport: asyncio.Transport | None = None
+        self.conn: ServerConnection | None = None
+        self.peer = "?"
+        self.role = "unknown"
+        self.publishing: Stream | None = None
+        self.publish_sid = 0
+        self.playing: dict[int, tuple[Stream, Player]] = {}
+        self.waiting: dict[int, tuple[str, str, Waiter]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        high = self.ctx.settings.rtmp.player_buffer
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.conn = ServerConnection(self.ctx.limits, now=self.ctx.loop.time())
+        self.ctx.sessions[self.id] = self
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or self.closed:
+            return
+        try:
+            events = conn.receive_data(data)
+            for event in events:
+                self._handlers[type(event)](self, event)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        self._flush()
+        if self._timer_at != conn.get_timer():
+            self._arm_timer()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ctx.sessions.pop(self.id, None)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._detach()
+
+    def _detach(self) -> None:
+        """Leave every stream and wait list; safe to call more than once."""
+        for stream, player in self.playing.values():
+            stream.remove_player(player)
+        self.playing.clear()
+        for app, name, waiter in self.waiting.values():
+            self.ctx.hub.cancel_wait(app, name, waiter)
+        self.waiting.clear()
+        if self.publishing is not None:
+            stream, self.publishing = self.publishing, None
+            log.info("conn %d: publisher of %s/%s left", self.id, stream.app, stream.name)
+            self.ctx.hub.unpublish(stream)
+
+    def pause_writing(self) -> None:
+        for stream, player in self.playing.values():
+            stream.player_paused(player)
+
+    def resume_writing(self) -> None:
+        for stream, player in self.playing.values():
+            stream.player_resumed(player)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _flush(self) -> None:
+        if self.conn is not None and self.transport is not None:
+            out = self.conn.data_to_send()
+            if out:
+                self.transport.write(out)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.conn.get_timer() if self.conn is not None else None
+        self._timer_at = when
+        if when is not None and not self.closed:
+            self._timer = self.ctx.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.conn is None or self.closed:
+            return
+        try:
+            self.conn.handle_timer(self.ctx.loop.time())
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        self._arm_timer()
+
+    def _fail(self, exc: StreamgateError) -> None:
+        log.warning("conn %d %s: %s; closing", self.id, self.peer, exc.description)
+        self.ctx.counters["protocol_errors"] += 1
+        self.close()
+
+    def close(self) -> None:
+        """Flush what the core queued (a goodbye) and close."""
+        if self.closed:
+            return
+        self._flush()
+        self.closed = True
+        self._detach()  # no more writes to a closing transport
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------ sinks for the relay
+
+    def write(self, data: bytes) -> None:  # PlayerSink; normally bypassed
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def stream_ended(self, code: str, description: str) -> None:
+        """PlayerSink: the stream this player watches is over."""
+        if self.conn is not None:
+            for sid in list(self.playing):
+                self.conn.end_stream(sid, code, description)
+        self.playing.clear()
+        self.close()
+
+    def drop(self, reason: str) -> None:
+        """PlayerSink: too slow. Its buffer is full, so there is nobody to tell."""
+        log.info("conn %d %s: dropped: %s", self.id, self.peer, reason)
+        self.ctx.counters["slow_players_dropped"] += 1
+        self.playing.clear()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def kick(self, code: str, description: str) -> None:
+        """PublisherSink: the publisher is dropped (idle)."""
+        log.info("conn %d %s: publisher dropped: %s", self.id, self.peer, description)
+        self.publishing = None
+        if self.conn is not None:
+            self.conn.send_status(self.publish_sid, code, description)
+        self.close()
+
+    # ------------------------------------------------------------ events
+
+    def _on_connect(self, event: ConnectRequested) -> None:
+        assert self.conn is not None
+        self.conn.accept_connect()
+
+    def _on_publish(self, event: PublishRequested) -> None:
+        conn = self.conn
+        assert conn is not None
+        sid = event.stream_id
+        if not event.name or self.publishing is not None or self.playing:
+            conn.refuse(sid, Status.PUBLISH_BAD_NAME, "one stream per connection, with a name")
+            self.close()
+            return
+        try:
+            stream = self.ctx.hub.publish(conn.app, event.name, self)
+        except StreamBusy as exc:
+            log.info("conn %d %s: %s", self.id, self.peer, exc.description)
+            self.ctx.counters["publish_rejected"] += 1
+            conn.refuse(sid, exc.code, exc.description)
+            self.close()
+            return
+        self.role = "publisher"
+        self.publishing = stream
+        self.publish_sid = sid
+        conn.accept_publish(sid, event.name)
+        log.info("conn %d %s: publishing %s/%s", self.id, self.peer, conn.app, event.name)
+
+    def _on_play(self, event: PlayRequested) -> None:
+        conn = self.conn
+        assert conn is not None
+        sid = event.stream_id
+        app, name = conn.app, event.name
+        if self.publishing is not None or sid in self.playing or sid in self.waiting:
+            conn.refuse(sid, Status.PLAY_FAILED, "play on a busy stream id")
+            self.close()
+            return
+        self.role = "player"
+        stream = self.ctx.hub.get(app, name)
+        if stream is not None:
+            self._start_play(sid, stream)
+            return
+
+        def ready(stream: Stream) -> None:
+            self.waiting.pop(sid, None)
+            if not self.closed:
+                self._start_play(sid, stream)
+
+        def missing() -> None:
+            self.waiting.pop(sid, None)
+            self._refuse_missing(sid, app, name)
+
+        waiter = self.ctx.hub.wait_for(app, name, ready, missing)
+        if waiter is None:
+            self._refuse_missing(sid, app, name)
+        else:
+            self.waiting[sid] = (app, name, waiter)
+
+    def _refuse_missing(self, sid: int, app: str, name: str) -> None:
+        if self.closed or self.conn is None:
+            return
+        self.ctx.counters["play_not_found"] += 1
+        log.info("conn %d %s: play of %s/%s: no such stream", self.id, self.peer, app, name)
+        self.conn.refuse(sid, Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name} is not published")
+        self.close()
+
+    def _start_play(self, sid: int, stream: Stream) -> None:
+        assert self.conn is not None
+        self.conn.accept_play(sid, stream.name)
+        self._flush()  # Play.Start must precede the media the stream writes
+        assert self.transport is not None
+        player = stream.add_player(self, sid, self.transport.write)
+        self.playing[sid] = (stream, player)
+        log.info("conn %d %s: playing %s/%s", self.id, self.peer, stream.app, stream.name)
+
+    def _on_media(self, event: MediaReceived) -> None:
+        stream = self.publishing
+        if stream is not None and event.stream_id == self.publish_sid:
+            stream.on_media(event.type_id, event.timestamp, event.payload)
+
+    def _on_data(self, event: DataReceived) -> None:
+        stream = self.publishing
+        if stream is not None and event.stream_id == self.publish_sid:
+            stream.on_metadata(event.timestamp, event.values)
+
+    def _on_stream_closed(self, event: StreamClosed) -> None:
+        sid = event.stream_id
+        if self.publishing is not None and sid == self.publish_sid:
+            stream, self.publishing = self.publishing, None
+            self.ctx.hub.unpublish(stream)
+        entry = self.playing.pop(sid, None)
+        if entry is not None:
+            entry[0].remove_player(entry[1])
+
+    def _on_ignored(self, event: Event) -> None:
+        pass
+
+    _handlers: ClassVar[dict[type[Event], Callable[[Any, Any], None]]] = {
+        ConnectRequested: _on_connect,
+        PublishRequested: _on_publish,
+        PlayRequested: _on_play,
+        MediaReceived: _on_media,
+        DataReceived: _on_data,
+        StreamClosed: _on_stream_closed,
+        ReceiveToggled: _on_ignored,
+        CommandIgnored: _on_ignored,
+    }
+
+
+def make_limits(settings: Any) -> ConnectionLimits:
+    """Connection limits from the ``[rtmp]`` settings."""
+    from streamgate.rtmp.chunk import ChunkLimits
+
+    rtmp = settings.rtmp
+    return ConnectionLimits(
+        handshake_timeout=rtmp.handshake_timeout,
+        command_timeout=rtmp.command_timeout,
+        chunk_size=rtmp.chunk_size,
+        window_ack_size=rtmp.window_ack_size,
+        max_streams=rtmp.max_streams_per_connection,
+        chunk=ChunkLimits(
+            max_message_size=rtmp.max_message_size,
+            max_chunk_streams=rtmp.max_chunk_streams,
+        ),
+    )
