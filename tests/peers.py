@@ -369,6 +369,14 @@ class NginxRtmp:
     ``rtmp_application_block`` is the ``application NAME { ... }`` text, e.g.
     ``"application live { live on; }"``.  Runs with ``master_process off`` (one
     process, nothing to orphan) and ``daemon off``, so the Popen is the server.
+
+    Running as root from a temp dir: ``-e`` moves the startup error log (else
+    the compiled-in ``/var/log/nginx/error.log``); nginx-rtmp has its own
+    ``access_log`` that defaults to ``/var/log/nginx/access.log``, so it is set
+    too; ``user root;`` because with a master process the worker would drop to
+    ``nobody`` and nginx chowns the temp dirs to that user, which cannot even
+    traverse pytest's 0700 ``/tmp/pytest-of-root``.  Nothing is written
+    outside ``workdir``.
     """
 
     def __init__(

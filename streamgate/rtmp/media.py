@@ -214,8 +214,9 @@ def _classify_ex_video(payload: bytes, n: int, frame_type: int, packet_type: int
         if pos >= n:
             return VIDEO_OTHER
         packet_type = payload[pos] & 0x0F
-        # Whatever the multitrack type, a FourCC and a track id come next.
-        pos += 5
+        # Whatever the multitrack type, a FourCC and a track id follow the
+        # multitrack byte.
+        pos += 6
     else:
         pos += 4
     if pos > n:
@@ -264,7 +265,7 @@ def _classify_ex_audio(payload: bytes, n: int, packet_type: int) -> int:
         if pos >= n:
             return AUDIO_OTHER
         packet_type = payload[pos] & 0x0F
-        pos += 5
+        pos += 6
     else:
         pos += 4
     if pos > n:

@@ -1,0 +1,47 @@
+# streamgate: `make run` and `make test` are all the set-up there is.
+# Each target creates/uses the virtual environment in .venv.
+
+PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= conf/streamgate.toml
+
+.PHONY: run test test-fast lint bench system-packages venv clean
+
+$(STAMP): pyproject.toml
+	@sh .ci/system-packages.sh python
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: start the gateway on the embedded default config (origin on 127.0.0.1:1935)
+run: $(STAMP)
+	$(BIN)/streamgate run -c $(CONFIG)
+
+## system-packages: install ffmpeg, nginx and its RTMP module when root and missing
+system-packages:
+	@sh .ci/system-packages.sh interop
+
+## test: every test, with the interop tests against real ffmpeg and nginx-rtmp
+test: $(STAMP) system-packages
+	$(BIN)/python -m pytest
+
+## test-fast: the tests that need no external peer
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not interop"
+
+## lint: ruff and mypy (strict) on the package
+lint: $(STAMP)
+	$(BIN)/ruff check streamgate tests
+	$(BIN)/mypy
+
+## bench: benchmarks (see issue: not yet written)
+bench: $(STAMP)
+	@echo "no benchmarks yet"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,198 @@
+"""Fan-out and GOP cache of one stream, on a fake clock."""
+
+from __future__ import annotations
+
+from streamgate.relay.clock import FakeClock
+from streamgate.relay.stream import FanoutSettings, Stream
+from streamgate.rtmp.messages import MsgType
+from tests.relay.sinks import (
+    AAC_CONFIG,
+    AAC_RAW,
+    AVC_CONFIG,
+    AVC_INTER,
+    AVC_KEY,
+    RecordingPlayer,
+)
+
+V, A = MsgType.VIDEO, MsgType.AUDIO
+
+
+def make(merge_ms: int = 50, **kw: object) -> tuple[FakeClock, Stream]:
+    clock = FakeClock()
+    return clock, Stream("live", "x", clock, FanoutSettings(merge_ms=merge_ms, **kw))  # type: ignore[arg-type]
+
+
+def publish_gop(stream: Stream, start: int, inters: int = 3) -> None:
+    stream.on_media(V, start, AVC_KEY)
+    for i in range(inters):
+        stream.on_media(A, start + 10 * i, AAC_RAW)
+        stream.on_media(V, start + 40 * (i + 1), AVC_INTER + bytes([i]))
+
+
+def test_new_player_starts_at_last_keyframe_with_headers_first() -> None:
+    clock, stream = make()
+    stream.on_metadata(0, ("@setDataFrame", "onMetaData", {"width": 320.0}))
+    stream.on_media(V, 0, AVC_CONFIG)
+    stream.on_media(A, 0, AAC_CONFIG)
+    publish_gop(stream, 0)
+    publish_gop(stream, 1000)
+    clock.advance(1)
+    player = RecordingPlayer()
+    stream.add_player(player, 1)
+    kinds = [(m.type_id, m.payload[:2]) for m in player.messages]
+    assert kinds[0][0] == MsgType.DATA_AMF0
+    assert player.messages[0].timestamp == 0
+    assert player.payloads[1:3] == [AVC_CONFIG, AAC_CONFIG]
+    assert player.payloads[3] == AVC_KEY
+    assert player.messages[3].timestamp == 1000
+    # headers carry the GOP's first timestamp so the player sees no jump back
+    assert player.messages[1].timestamp == 1000
+    assert len(player.messages) == 3 + 1 + 6
+    assert all(m.stream_id == 1 for m in player.messages)
+
+
+def test_one_write_per_flush_with_shared_bytes() -> None:
+    clock, stream = make(merge_ms=50)
+    p1, p2 = RecordingPlayer(), RecordingPlayer()
+    stream.add_player(p1, 1)
+    stream.add_player(p2, 1)
+    publish_gop(stream, 0, inters=5)  # 11 messages
+    assert p1.writes == [] and p2.writes == []
+    clock.advance(0.05)
+    assert len(p1.writes) == 1 and len(p2.writes) == 1
+    assert p1.writes[0] is p2.writes[0]  # the same bytes object, encoded once
+    assert len(p1.messages) == 11
+
+
+def test_merge_zero_writes_each_message() -> None:
+    _, stream = make(merge_ms=0)
+    player = RecordingPlayer()
+    stream.add_player(player, 1)
+    publish_gop(stream, 0, inters=1)
+    assert len(player.writes) == 3
+
+
+def test_player_joining_mid_batch_gets_no_duplicates() -> None:
+    clock, stream = make(merge_ms=50)
+    early = RecordingPlayer()
+    stream.add_player(early, 1)
+    publish_gop(stream, 0, inters=1)
+    clock.advance(0.05)
+    stream.on_media(V, 80, AVC_INTER)  # pending, not yet flushed, already in the GOP
+    late = RecordingPlayer()
+    stream.add_player(late, 1)
+    clock.advance(0.05)
+    assert [m.timestamp for m in late.messages] == [0, 0, 40, 80]
+    assert [m.timestamp for m in early.messages] == [0, 0, 40, 80]
+
+
+def test_keyframe_in_pending_batch_resets_gop_for_late_joiner() -> None:
+    clock, stream = make(merge_ms=50)
+    early = RecordingPlayer()
+    stream.add_player(early, 1)
+    publish_gop(stream, 0, inters=1)
+    clock.advance(0.05)
+    stream.on_media(V, 1000, AVC_KEY)  # new GOP, pending for the existing group
+    late = RecordingPlayer()
+    stream.add_player(late, 1)
+    assert late.messages == []  # the only GOP message is still pending
+    clock.advance(0.05)
+    assert [m.timestamp for m in late.messages] == [1000]
+
+
+def test_first_player_of_an_idle_group_gets_gop_once() -> None:
+    clock, stream = make(merge_ms=50)
+    publish_gop(stream, 0, inters=1)
+    stream.on_media(V, 1000, AVC_KEY)  # nobody is attached: nothing is pending
+    late = RecordingPlayer()
+    stream.add_player(late, 1)
+    clock.advance(0.05)
+    assert [m.timestamp for m in late.messages] == [1000]
+
+
+def test_players_with_another_stream_id_get_their_own_encoding() -> None:
+    clock, stream = make()
+    publish_gop(stream, 0, inters=1)
+    one, two = RecordingPlayer(), RecordingPlayer()
+    stream.add_player(one, 1)
+    stream.add_player(two, 2)
+    stream.on_media(V, 80, AVC_INTER)
+    clock.advance(0.05)
+    assert {m.stream_id for m in one.messages} == {1}
+    assert {m.stream_id for m in two.messages} == {2}
+    assert one.payloads == two.payloads
+
+
+def test_congested_player_skips_to_next_keyframe_then_resumes() -> None:
+    clock, stream = make()
+    fast, slow = RecordingPlayer(), RecordingPlayer()
+    stream.add_player(fast, 1)
+    handle = stream.add_player(slow, 1)
+    publish_gop(stream, 0, inters=1)
+    clock.advance(0.05)
+    stream.player_paused(handle)
+    stream.on_media(V, 80, AVC_INTER)
+    clock.advance(0.05)
+    stream.player_resumed(handle)
+    stream.on_media(V, 120, AVC_INTER)  # still no keyframe: keep skipping
+    clock.advance(0.05)
+    before = len(slow.messages)
+    assert [m.timestamp for m in slow.messages] == [0, 0, 40]
+    stream.on_media(V, 160, AVC_INTER)
+    stream.on_media(V, 200, AVC_KEY)
+    stream.on_media(A, 210, AAC_RAW)
+    clock.advance(0.05)
+    resumed = slow.messages[before:]
+    assert resumed[0].payload == AVC_KEY and resumed[0].timestamp == 200
+    assert [m.timestamp for m in resumed] == [200, 210]
+    assert [m.timestamp for m in fast.messages] == [0, 0, 40, 80, 120, 160, 200, 210]
+    assert slow.dropped is None
+
+
+def test_player_congested_too_long_is_dropped_others_unaffected() -> None:
+    clock, stream = make(slow_player_timeout=2.0)
+    fast, slow = RecordingPlayer(), RecordingPlayer()
+    stream.add_player(fast, 1)
+    handle = stream.add_player(slow, 1)
+    stream.player_paused(handle)
+    for second in range(4):
+        publish_gop(stream, second * 1000, inters=1)
+        clock.advance(1.0)
+    assert slow.dropped is not None
+    assert stream.player_count == 1
+    assert stream.dropped_players == 1
+    assert len(fast.messages) == 4 * 3
+
+
+def test_gop_cache_is_bounded() -> None:
+    clock, stream = make(max_gop_bytes=1000)
+    stream.on_media(V, 0, AVC_KEY)
+    for i in range(100):
+        stream.on_media(V, 40 * i, AVC_INTER)
+    assert stream.gop == []
+    player = RecordingPlayer()
+    stream.add_player(player, 1)
+    assert player.messages == []
+
+
+def test_end_tells_every_player_after_flushing() -> None:
+    clock, stream = make()
+    player = RecordingPlayer()
+    stream.add_player(player, 1)
+    publish_gop(stream, 0, inters=1)
+    stream.end("NetStream.Play.UnpublishNotify", "gone")
+    assert len(player.messages) == 3
+    assert player.ended is not None and player.ended[0] == "NetStream.Play.UnpublishNotify"
+    assert stream.player_count == 0
+    assert clock.pending == 0
+
+
+def test_stream_records_codecs_and_keyframe_time() -> None:
+    clock, stream = make()
+    stream.on_media(V, 0, AVC_CONFIG)
+    stream.on_media(A, 0, AAC_CONFIG)
+    clock.advance(3)
+    stream.on_media(V, 0, AVC_KEY)
+    assert stream.video is not None and stream.video.codec == "h264"
+    assert stream.audio is not None and stream.audio.codec == "aac"
+    assert stream.last_keyframe == clock.now()

@@ -1,0 +1,113 @@
+"""A real streamgate server in a background thread, for tests.
+
+The server runs on its own uvloop event loop, exactly as in production;
+tests talk to it over loopback and read its state through :meth:`call`,
+which runs a function on the server's loop and returns its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import uvloop
+
+from streamgate.config import Settings, load_settings
+from streamgate.server.listener import RtmpServer, ServerContext
+
+T = TypeVar("T")
+
+__all__ = ["ServerThread"]
+
+
+class ServerThread:
+    """``with ServerThread(**overrides) as srv:`` -> ``srv.port``, ``srv.url(name)``."""
+
+    def __init__(self, settings: Settings | None = None, **sections: dict[str, Any]) -> None:
+        if settings is None:
+            sections.setdefault("rtmp", {})
+            sections["rtmp"].setdefault("listen", "127.0.0.1:0")
+            settings = load_settings(None, **sections)
+        self.settings = settings
+        self.loop = uvloop.new_event_loop()
+        self.ctx: ServerContext | None = None
+        self.server: RtmpServer | None = None
+        self._thread = threading.Thread(target=self._run, name="streamgate-test", daemon=True)
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:  # surfaced in start()
+            self._error = exc
+            self._started.set()
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self.ctx = ServerContext.build(self.settings, asyncio.get_running_loop())
+        self.server = RtmpServer(self.ctx)
+        await self.server.start()
+        self._started.set()
+        await self._stop.wait()
+        await self.server.close()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._started.wait(10) or self._error is not None:
+            raise RuntimeError(f"server did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def url(self, name: str, app: str = "live") -> str:
+        return f"rtmp://127.0.0.1:{self.port}/{app}/{name}"
+
+    def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
+        """Run ``fn`` on the server loop (where its state lives) and return the result."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return future.result(timeout)
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the server loop (e.g. an in-process RTMP client)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def players(self, name: str, app: str = "live") -> int:
+        def count() -> int:
+            assert self.ctx is not None
+            stream = self.ctx.hub.get(app, name)
+            return 0 if stream is None else stream.player_count
+
+        return self.call(count)
+
+    def published(self, name: str, app: str = "live") -> bool:
+        return self.call(lambda: self.ctx is not None and self.ctx.hub.get(app, name) is not None)
