@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
 from streamgate.errors import ProtocolError, UpstreamError
 from streamgate.rtmp.connection import ClientConnection, ConnectionLimits
 from streamgate.rtmp.events import (
-    ConnectRejected,
     Connected,
+    ConnectRejected,
     Event,
     StatusReceived,
     StreamCreated,
@@ -96,7 +95,7 @@ class RtmpClient:
             raise UpstreamError(f"{where}: TCP connect timed out after {timeout:g} s") from None
         except OSError as exc:
             raise UpstreamError(f"{where}: {exc.strerror or exc}") from None
-        client.transport = cast(asyncio.Transport, transport)
+        client.transport = transport
         async with asyncio.timeout(timeout):
             client.conn.connect()
             client._flush()

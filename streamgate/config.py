@@ -96,7 +96,9 @@ class RtmpSettings(_Section):
         ),
     )
     slow_player_timeout: float = Field(
-        10.0, gt=0, description="Seconds a congested player may stay congested before it is dropped."
+        10.0,
+        gt=0,
+        description="Seconds a congested player may stay congested before it is dropped.",
     )
 
     @field_validator("listen")
@@ -156,9 +158,9 @@ class Settings(BaseSettings):
     mode: Literal["origin"] = Field(
         "origin", description="origin: accept publishers and serve players."
     )
-    rtmp: RtmpSettings = Field(default_factory=RtmpSettings)  # type: ignore[arg-type]
-    origin: OriginSettings = Field(default_factory=OriginSettings)  # type: ignore[arg-type]
-    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    rtmp: RtmpSettings = Field(default_factory=RtmpSettings)
+    origin: OriginSettings = Field(default_factory=OriginSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     _toml_file: ClassVar[Path | None] = None
 

@@ -59,7 +59,8 @@ class FakeClock:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         handle = _FakeHandle()
-        heapq.heappush(self._timers, (self._now + max(delay, 0.0), next(self._seq), handle, callback))
+        when = self._now + max(delay, 0.0)
+        heapq.heappush(self._timers, (when, next(self._seq), handle, callback))
         return handle
 
     def advance(self, seconds: float) -> None:

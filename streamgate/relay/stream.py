@@ -229,7 +229,9 @@ class Stream:
             if not pending:
                 continue
             data = pending[0] if len(pending) == 1 else b"".join(pending)
-            for write in group.live.values():
+            # A snapshot: the transport may call pause_writing() from inside
+            # write(), which moves that player out of ``live``.
+            for write in tuple(group.live.values()):
                 write(data)
             if group.skipping:
                 self._serve_skipping(group, data)

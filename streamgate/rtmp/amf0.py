@@ -107,7 +107,7 @@ class TypedObject(dict[str, Any]):
             and dict.__eq__(self, other)
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
 
 class XMLDocument(str):

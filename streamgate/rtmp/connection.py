@@ -30,9 +30,9 @@ from streamgate.rtmp import amf0
 from streamgate.rtmp.chunk import ChunkDecoder, ChunkEncoder, ChunkLimits, Message
 from streamgate.rtmp.events import (
     CommandIgnored,
+    Connected,
     ConnectRejected,
     ConnectRequested,
-    Connected,
     DataReceived,
     Event,
     MediaReceived,

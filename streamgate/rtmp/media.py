@@ -302,6 +302,13 @@ class AudioDescription:
     channels: int | None
 
 
+# Every field read from a parameter set or sequence header sits within its
+# first few hundred bytes (H.264 scaling lists peak below 2 KiB). Slicing to
+# this bound keeps a hostile multi-megabyte "header" from making the big-int
+# bit reader slow.
+_MAX_HEADER_BITS_INPUT = 4096
+
+
 class _ParseError(Exception):
     """Internal: the payload is truncated or violates its syntax."""
 
@@ -505,7 +512,7 @@ def _describe_avcc(record: bytes) -> VideoDescription:
         sps = record[8 : 8 + sps_len]
         if sps_len and len(sps) == sps_len and sps[0] & 0x1F == 7:
             with contextlib.suppress(_ParseError):
-                width, height = _h264_sps_size(_unescape_rbsp(sps[1:]))
+                width, height = _h264_sps_size(_unescape_rbsp(sps[1:_MAX_HEADER_BITS_INPUT]))
     return VideoDescription("h264", width, height, profile, level)
 
 
@@ -605,7 +612,7 @@ def _describe_hvcc(record: bytes) -> VideoDescription:
     with contextlib.suppress(_ParseError):
         sps = _hvcc_first_sps(record)
         if sps is not None:
-            width, height = _hevc_sps_size(_unescape_rbsp(sps[2:]))
+            width, height = _hevc_sps_size(_unescape_rbsp(sps[2:_MAX_HEADER_BITS_INPUT]))
     return VideoDescription("hevc", width, height, profile, level)
 
 
@@ -700,7 +707,7 @@ def _describe_av1c(record: bytes) -> VideoDescription:
     with contextlib.suppress(_ParseError):
         obu = _av1_find_sequence_header(record, 4)
         if obu is not None:
-            width, height = _av1_sequence_header_size(obu)
+            width, height = _av1_sequence_header_size(obu[:_MAX_HEADER_BITS_INPUT])
     return VideoDescription("av1", width, height, profile, level)
 
 

@@ -6,15 +6,15 @@ import struct
 from typing import Final
 
 __all__ = [
+    "CSID_AUDIO",
     "CSID_COMMAND",
     "CSID_CONTROL",
     "CSID_DATA",
-    "CSID_AUDIO",
     "CSID_VIDEO",
     "MEDIA_TYPES",
+    "MsgType",
     "Status",
     "UserControl",
-    "MsgType",
     "user_control",
 ]
 

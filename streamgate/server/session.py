@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from streamgate.errors import ProtocolError, StreamgateError
-from streamgate.relay.hub import StreamBusy, StreamHub, Waiter
+from streamgate.relay.hub import StreamBusy, Waiter
 from streamgate.relay.stream import Player, Stream
 from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
 from streamgate.rtmp.events import (

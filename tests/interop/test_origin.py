@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -21,8 +22,8 @@ from tests.peers import (
     NginxRtmp,
     need,
     need_nginx_rtmp,
-    probe,
     play_status,
+    probe,
     process_log,
     publisher,
     start_player,
@@ -52,7 +53,7 @@ def live(srv: ServerThread) -> Iterator[ServerThread]:
 
 def assert_increasing(values: list[float], what: str) -> None:
     assert len(values) >= 10, f"too few {what}: {values}"
-    assert all(b > a for a, b in zip(values, values[1:], strict=False)), f"{what}: {values}"
+    assert all(b > a for a, b in itertools.pairwise(values)), f"{what}: {values}"
 
 
 def test_ffprobe_sees_h264_and_aac_with_increasing_timestamps(live: ServerThread) -> None:

@@ -165,7 +165,7 @@ def test_player_congested_too_long_is_dropped_others_unaffected() -> None:
 
 
 def test_gop_cache_is_bounded() -> None:
-    clock, stream = make(max_gop_bytes=1000)
+    _clock, stream = make(max_gop_bytes=1000)
     stream.on_media(V, 0, AVC_KEY)
     for i in range(100):
         stream.on_media(V, 40 * i, AVC_INTER)
