@@ -25,11 +25,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, help="TOML configuration file")
+    sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config-reference":
+        from streamgate.reference import render_reference
+
+        sys.stdout.write(render_reference())
+        return 0
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -612,7 +612,9 @@ def test_avmplus_malformed_or_complex_values_raise_protocol_error(data: bytes) -
 
 
 def _trailing_ends(value: Any) -> int:
-    """How many end markers pyrtmp leaves unread after ``value``."""
+    """How many end markers pyrtmp leaves unread after ``value`` (as pyrtmp decoded it)."""
+    if isinstance(value, list):  # an ECMA array, as a list of one-key dicts
+        value = {k: v for item in value for k, v in item.items()}
     if not isinstance(value, dict):
         return 0
     last = list(value.values())[-1] if value else None

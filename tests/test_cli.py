@@ -1,0 +1,106 @@
+"""The command line, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.peers import need, probe, process_log, publisher, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def streamgate(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_check_config_accepts_the_default() -> None:
+    result = streamgate("check-config", "-c", "conf/streamgate.toml")
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_rejects_with_exit_2_and_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rtmp]\nmerge_ms = -1\n")
+    result = streamgate("check-config", "--config", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}: [rtmp] merge_ms: Input should be greater than or equal to 0" in result.stderr
+
+
+def test_run_with_invalid_config_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('mode = "relay"\n')
+    result = streamgate("run", "-c", str(bad))
+    assert result.returncode == 2
+    assert "mode" in result.stderr
+
+
+def test_config_reference_prints_markdown() -> None:
+    result = streamgate("config-reference")
+    assert result.returncode == 0
+    assert result.stdout.startswith("# Configuration reference")
+
+
+@pytest.mark.interop
+def test_run_serves_ffmpeg_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """What `make run` does, on a free port: publish with ffmpeg, play with ffprobe."""
+    need("ffmpeg")
+    conf = tmp_path / "sg.toml"
+    conf.write_text((ROOT / "conf" / "streamgate.toml").read_text().replace(":1935", ":0"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamgate", "run", "-c", str(conf)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        for _ in range(20):
+            line = proc.stdout.readline()
+            banner += line
+            if "ffplay" in line:
+                break
+        match = re.search(r"ready on 127\.0\.0\.1:(\d+)", banner)
+        assert match, banner
+        port = int(match.group(1))
+        assert "ffmpeg " in banner and "ffplay rtmp://127.0.0.1" in banner
+        url = f"rtmp://127.0.0.1:{port}/live/demo"
+        with publisher(url) as pub:
+            result = None
+
+            def playable() -> bool:
+                nonlocal result
+                try:
+                    result = probe(url, read_seconds=1, timeout=15)
+                except Exception:
+                    return False
+                return True
+
+            wait_until(playable, timeout=30, what="the stream to play")
+            assert result is not None and result.video.codec_name == "h264"
+            assert pub.poll() is None, process_log(pub)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
