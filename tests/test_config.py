@@ -53,10 +53,16 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[rtmp]\nchunk_size = 16\n", "[rtmp] chunk_size: Input should be greater than or equal to 128"),
+        (
+            "[rtmp]\nchunk_size = 16\n",
+            "[rtmp] chunk_size: Input should be greater than or equal to 128",
+        ),
         ("[rtmp]\nbogus = 1\n", "[rtmp] bogus: unknown setting"),
         ('[rtmp]\nlisten = "nowhere"\n', "[rtmp] listen: Value error, expected HOST:PORT"),
-        ('[log]\nlevel = "loud"\n', "[log] level: Input should be 'debug', 'info', 'warning' or 'error'"),
+        (
+            '[log]\nlevel = "loud"\n',
+            "[log] level: Input should be 'debug', 'info', 'warning' or 'error'",
+        ),
         ("[rtmp\n", "not valid TOML"),
     ],
 )
@@ -81,7 +87,11 @@ def test_invalid_environment_value_is_reported(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("127.0.0.1:1935", ("127.0.0.1", 1935)), ("[::1]:80", ("::1", 80)), (":1935", ("0.0.0.0", 1935))],
+    [
+        ("127.0.0.1:1935", ("127.0.0.1", 1935)),
+        ("[::1]:80", ("::1", 80)),
+        (":1935", ("0.0.0.0", 1935)),
+    ],
 )
 def test_parse_listen(value: str, expected: tuple[str, int]) -> None:
     assert parse_listen(value) == expected
@@ -95,7 +105,8 @@ def test_parse_listen_rejects(value: str) -> None:
 
 def test_reference_document_is_in_sync() -> None:
     committed = (ROOT / "docs" / "configuration.md").read_text()
-    assert committed == render_reference(), "run: streamgate config-reference > docs/configuration.md"
+    hint = "regenerate: streamgate config-reference > docs/configuration.md"
+    assert committed == render_reference(), hint
 
 
 def test_reference_documents_every_field() -> None:
