@@ -1,7 +1,10 @@
 # streamgate: `make run` and `make test` are all the set-up there is.
 # Each target creates/uses the virtual environment in .venv.
 
-PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+# The first interpreter that runs and is 3.11+ (a pyenv shim may exist and not run).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
+	done)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -10,6 +13,7 @@ CONFIG ?= conf/streamgate.toml
 .PHONY: run test test-fast lint bench system-packages venv clean
 
 $(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "streamgate needs Python 3.11 or newer (python3)" >&2; exit 1; }
 	@sh .ci/system-packages.sh python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
