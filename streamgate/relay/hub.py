@@ -93,42 +93,56 @@ class StreamHub:
         self._publishers.pop(stream, None)
         stream.end(code, f"{stream.app}/{stream.name} is no longer published")
 
-    # ------------------------------------------------------------ waiting
+    # ------------------------------------------------------------ playing
 
-    def wait_for(
+    def request_play(
         self,
         app: str,
         name: str,
+        query: str,
         on_ready: Callable[[Stream], None],
-        on_missing: Callable[[], None],
+        on_refused: Callable[[str, str], None],
     ) -> Waiter | None:
-        """Refuse now (returns None, ``on_missing`` not called) or register a bounded wait."""
-        if self.settings.play_wait <= 0:
+        """PlaySource: serve now, refuse now, or wait a bounded time for a publisher.
+
+        Exactly one of the callbacks fires, possibly before this returns. The
+        returned waiter (if any) is handed back to :meth:`cancel_play` when
+        the player leaves first.
+        """
+        stream = self._streams.get((app, name))
+        if stream is not None:
+            on_ready(stream)
             return None
-        waiter = Waiter(on_ready, on_missing)
+
+        def missing() -> None:
+            on_refused(Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name} is not published")
+
+        if self.settings.play_wait <= 0:
+            missing()
+            return None
+        waiter = Waiter(on_ready, missing)
         key = (app, name)
         self._waiters.setdefault(key, []).append(waiter)
 
         def expire() -> None:
-            waiters = self._waiters.get(key)
-            if waiters and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[key]
+            self._forget(key, waiter)
             if not waiter.done:
                 waiter.done = True
-                on_missing()
+                missing()
 
         waiter.timer = self.clock.call_later(self.settings.play_wait, expire)
         return waiter
 
-    def cancel_wait(self, app: str, name: str, waiter: Waiter) -> None:
-        waiters = self._waiters.get((app, name))
+    def cancel_play(self, app: str, name: str, waiter: Waiter) -> None:
+        self._forget((app, name), waiter)
+        self._settle(waiter)
+
+    def _forget(self, key: tuple[str, str], waiter: Waiter) -> None:
+        waiters = self._waiters.get(key)
         if waiters and waiter in waiters:
             waiters.remove(waiter)
             if not waiters:
-                del self._waiters[(app, name)]
-        self._settle(waiter)
+                del self._waiters[key]
 
     @staticmethod
     def _settle(waiter: Waiter) -> None:

@@ -143,6 +143,8 @@ class Stream:
         self.dropped_players = 0
         self._flush_timer: TimerHandle | None = None
         self.ended = False
+        # Called when the last player leaves (the edge lingers, then closes its link).
+        self.on_empty: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ inbound
 
@@ -224,7 +226,7 @@ class Stream:
     def flush(self) -> None:
         """Write what accumulated since the last flush: one write per player."""
         self._flush_timer = None
-        for group in self.groups.values():
+        for group in tuple(self.groups.values()):  # a dropped slow player may empty a group
             pending = group.pending
             if not pending:
                 continue
@@ -334,6 +336,8 @@ class Stream:
         group.skipping.discard(player)
         if not group and self.groups.get(group.stream_id) is group:
             del self.groups[group.stream_id]
+            if not self.groups and self.on_empty is not None and not self.ended:
+                self.on_empty()
 
     def player_paused(self, player: Player) -> None:
         """The player's socket stopped taking data: skip to a later keyframe."""

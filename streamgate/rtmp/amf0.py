@@ -107,6 +107,9 @@ class TypedObject(dict[str, Any]):
             and dict.__eq__(self, other)
         )
 
+    def __ne__(self, other: object) -> bool:  # dict has its own __ne__: keep them consistent
+        return not self.__eq__(other)
+
     __hash__ = None
 
 
@@ -416,7 +419,10 @@ def decode_all(
 def decode(data: bytes | bytearray | memoryview, limits: AMFLimits = DEFAULT_LIMITS) -> Any:
     """Decode exactly one value; trailing bytes are an error."""
     r = _Reader(data, limits)
-    value = r.value(0)
+    try:
+        value = r.value(0)
+    except RecursionError:
+        raise RemoteProtocolError("AMF0: nesting too deep") from None
     if r.pos != r.end:
         raise RemoteProtocolError(f"AMF0: {r.end - r.pos} trailing bytes")
     return value

@@ -6,17 +6,14 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from streamgate.config import Settings, parse_listen
 from streamgate.relay.clock import LoopClock
 from streamgate.relay.hub import HubSettings, StreamHub
+from streamgate.relay.source import PlaySource
 from streamgate.relay.stream import FanoutSettings
 from streamgate.rtmp.connection import ConnectionLimits
 from streamgate.server.session import RtmpSession, make_limits
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["RtmpServer", "ServerContext"]
 
@@ -30,6 +27,7 @@ class ServerContext:
     settings: Settings
     loop: asyncio.AbstractEventLoop
     hub: StreamHub
+    source: PlaySource
     limits: ConnectionLimits
     sessions: dict[int, RtmpSession] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
@@ -51,7 +49,7 @@ class ServerContext:
                 play_wait=origin.play_wait, publish_idle_timeout=origin.publish_idle_timeout
             ),
         )
-        return cls(settings, loop, hub, make_limits(settings))
+        return cls(settings, loop, hub, hub, make_limits(settings))
 
 
 class RtmpServer:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from streamgate.errors import ProtocolError, StreamgateError
-from streamgate.relay.hub import StreamBusy, Waiter
+from streamgate.relay.hub import StreamBusy
 from streamgate.relay.stream import Player, Stream
 from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
 from streamgate.rtmp.events import (
@@ -56,7 +56,7 @@ class RtmpSession(asyncio.Protocol):
         self.publishing: Stream | None = None
         self.publish_sid = 0
         self.playing: dict[int, tuple[Stream, Player]] = {}
-        self.waiting: dict[int, tuple[str, str, Waiter]] = {}
+        self.waiting: dict[int, tuple[str, str, object]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.closed = False
@@ -109,7 +109,7 @@ class RtmpSession(asyncio.Protocol):
             stream.remove_player(player)
         self.playing.clear()
         for app, name, waiter in self.waiting.values():
-            self.ctx.hub.cancel_wait(app, name, waiter)
+            self.ctx.source.cancel_play(app, name, waiter)
         self.waiting.clear()
         if self.publishing is not None:
             stream, self.publishing = self.publishing, None
@@ -236,32 +236,28 @@ class RtmpSession(asyncio.Protocol):
             self.close()
             return
         self.role = "player"
-        stream = self.ctx.hub.get(app, name)
-        if stream is not None:
-            self._start_play(sid, stream)
-            return
 
         def ready(stream: Stream) -> None:
             self.waiting.pop(sid, None)
             if not self.closed:
                 self._start_play(sid, stream)
 
-        def missing() -> None:
+        def refused(code: str, description: str) -> None:
             self.waiting.pop(sid, None)
-            self._refuse_missing(sid, app, name)
+            self._refuse_play(sid, app, name, code, description)
 
-        waiter = self.ctx.hub.wait_for(app, name, ready, missing)
-        if waiter is None:
-            self._refuse_missing(sid, app, name)
-        else:
+        waiter = self.ctx.source.request_play(app, name, event.query, ready, refused)
+        if waiter is not None and not self.closed and sid not in self.playing:
             self.waiting[sid] = (app, name, waiter)
 
-    def _refuse_missing(self, sid: int, app: str, name: str) -> None:
+    def _refuse_play(self, sid: int, app: str, name: str, code: str, description: str) -> None:
         if self.closed or self.conn is None:
             return
-        self.ctx.counters["play_not_found"] += 1
-        log.info("conn %d %s: play of %s/%s: no such stream", self.id, self.peer, app, name)
-        self.conn.refuse(sid, Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name} is not published")
+        self.ctx.counters[f"play_refused:{code}"] += 1
+        log.info(
+            "conn %d %s: play of %s/%s refused: %s", self.id, self.peer, app, name, description
+        )
+        self.conn.refuse(sid, code, description)
         self.close()
 
     def _start_play(self, sid: int, stream: Stream) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from streamgate.relay.clock import FakeClock
@@ -27,41 +29,55 @@ def test_second_publisher_of_a_name_is_refused() -> None:
     assert len(hub) == 3
 
 
-def test_no_wait_by_default() -> None:
+def refused_to(log: list[str]) -> Callable[[str, str], None]:
+    return lambda code, description: log.append(code)
+
+
+def test_play_of_missing_stream_is_refused_at_once_by_default() -> None:
     _, hub = make()
-    assert hub.wait_for("live", "x", lambda s: None, lambda: None) is None
+    refused: list[str] = []
+    assert hub.request_play("live", "x", "", lambda s: None, refused_to(refused)) is None
+    assert refused == [Status.PLAY_STREAM_NOT_FOUND]
+
+
+def test_play_of_live_stream_is_served_at_once() -> None:
+    _, hub = make()
+    stream = hub.publish("live", "x", RecordingPublisher())
+    got: list[Stream] = []
+    assert hub.request_play("live", "x", "", got.append, refused_to([])) is None
+    assert got == [stream]
 
 
 def test_waiter_is_served_when_publisher_arrives() -> None:
     clock, hub = make(play_wait=5.0)
     got: list[Stream] = []
-    missing: list[bool] = []
-    hub.wait_for("live", "x", got.append, lambda: missing.append(True))
+    refused: list[str] = []
+    hub.request_play("live", "x", "", got.append, refused_to(refused))
     clock.advance(2)
     stream = hub.publish("live", "x", RecordingPublisher())
     assert got == [stream]
     clock.advance(10)
-    assert missing == []
+    assert refused == []
     assert hub.waiting == 0
 
 
-def test_waiter_times_out_with_missing() -> None:
+def test_waiter_times_out_with_stream_not_found() -> None:
     clock, hub = make(play_wait=3.0)
-    missing: list[bool] = []
-    hub.wait_for("live", "x", lambda s: None, lambda: missing.append(True))
+    refused: list[str] = []
+    hub.request_play("live", "x", "", lambda s: None, refused_to(refused))
     clock.advance(2.9)
-    assert missing == []
+    assert refused == []
     clock.advance(0.2)
-    assert missing == [True]
+    assert refused == [Status.PLAY_STREAM_NOT_FOUND]
     assert hub.waiting == 0 and clock.pending == 0
 
 
 def test_cancelled_waiter_never_fires() -> None:
     clock, hub = make(play_wait=3.0)
     fired: list[str] = []
-    waiter = hub.wait_for("live", "x", lambda s: fired.append("ready"), lambda: fired.append("m"))
+    waiter = hub.request_play("live", "x", "", lambda s: fired.append("ready"), refused_to(fired))
     assert waiter is not None
-    hub.cancel_wait("live", "x", waiter)
+    hub.cancel_play("live", "x", waiter)
     hub.publish("live", "x", RecordingPublisher())
     clock.advance(5)
     assert fired == []

@@ -1,0 +1,122 @@
+"""The edge hub: the play decision and one ingest per stream.
+
+A play is answered, in this order, without touching the origin unless it
+must: a live or starting ingest of the same stream is shared; a name in the
+negative cache is refused with ``NetStream.Play.StreamNotFound``; otherwise
+an origin is chosen under its bounds (breaker, connect rate, link cap) or
+the play is refused at once with ``NetStream.Play.Failed``. Nothing queues
+without bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from streamgate.edge.ingest import Connector, Ingest, IngestState, PlayWaiter
+from streamgate.edge.origins import Origin, OriginPool
+from streamgate.relay.clock import Clock
+from streamgate.relay.stream import FanoutSettings, Stream
+from streamgate.rtmp.messages import Status
+from streamgate.shield import NegativeCache
+
+__all__ = ["EdgeHub", "EdgeTiming"]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeTiming:
+    """The edge's timeouts and retry bounds (seconds)."""
+
+    start_timeout: float = 5.0
+    idle_timeout: float = 10.0
+    missing_ttl: float = 10.0
+    linger: float = 5.0
+    reconnect_grace: float = 10.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    forward_query: bool = False
+
+
+class EdgeHub:
+    """PlaySource for edge mode."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        fanout: FanoutSettings,
+        settings: EdgeTiming,
+        pool: OriginPool,
+        connector: Connector,
+    ) -> None:
+        self.clock = clock
+        self.fanout = fanout
+        self.settings = settings
+        self.pool = pool
+        self.connector = connector
+        self.negative = NegativeCache(settings.missing_ttl)
+        self.ingests: dict[tuple[str, str], Ingest] = {}
+        self.counters: Counter[str] = Counter()
+
+    def __iter__(self) -> Iterator[Ingest]:
+        return iter(list(self.ingests.values()))
+
+    def _key(self, app: str, name: str, query: str) -> tuple[tuple[str, str], str]:
+        if self.settings.forward_query and query:
+            upstream = f"{name}?{query}"
+            return (app, upstream), upstream
+        return (app, name), name
+
+    def request_play(
+        self,
+        app: str,
+        name: str,
+        query: str,
+        on_ready: Callable[[Stream], None],
+        on_refused: Callable[[str, str], None],
+    ) -> PlayWaiter | None:
+        key, upstream = self._key(app, name, query)
+        ingest = self.ingests.get(key)
+        waiter = PlayWaiter(on_ready, on_refused)
+        if ingest is not None:
+            ingest.add_waiter(waiter)
+            return waiter if waiter.ingest is not None else None
+        reason = self.negative.get(key, self.clock.now())
+        if reason is not None:
+            self.count_refusal("missing_cached")
+            on_refused(Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name}: {reason or 'not found'}")
+            return None
+        ingest = Ingest(self, key, app, upstream)
+        self.ingests[key] = ingest
+        ingest.add_waiter(waiter)
+        ingest.start()
+        return waiter if waiter.ingest is not None else None
+
+    def cancel_play(self, app: str, name: str, handle: PlayWaiter) -> None:
+        if handle.ingest is not None:
+            handle.ingest.remove_waiter(handle)
+            handle.ingest = None
+
+    # ------------------------------------------------------------ from ingests
+
+    def ingest_ended(self, ingest: Ingest, reason: str) -> None:
+        if self.ingests.get(ingest.key) is ingest:
+            del self.ingests[ingest.key]
+
+    def count_refusal(self, reason: str) -> None:
+        self.counters[f"refused:{reason}"] += 1
+
+    def count_connect(self, origin: Origin) -> None:
+        self.counters[f"connect:{origin.address}"] += 1
+
+    # ------------------------------------------------------------ upkeep
+
+    def sweep(self) -> None:
+        self.negative.purge(self.clock.now())
+
+    def close(self) -> None:
+        for ingest in list(self.ingests.values()):
+            ingest.end(Status.PLAY_UNPUBLISH_NOTIFY, "the edge is shutting down")
+
+    def live(self) -> int:
+        return sum(1 for i in self.ingests.values() if i.state is IngestState.LIVE)

@@ -1,0 +1,144 @@
+"""The origins an edge pulls from, and the bounds that protect each of them.
+
+Invariants, per origin:
+
+* at most ``max_upstreams`` links are open at once;
+* at most ``max_connects_per_second`` connects start per second (token
+  bucket, burst of the same size);
+* after ``breaker_failures`` consecutive connect failures the breaker opens
+  and no connect is attempted until a single probe succeeds.
+
+A caller that cannot get an origin gets a refusal reason at once: nothing
+queues, nothing waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from streamgate.client import RtmpUrl
+from streamgate.shield import BreakerState, CircuitBreaker, TokenBucket
+
+__all__ = ["Origin", "OriginPool", "Refusal", "parse_origin"]
+
+
+def parse_origin(url: str) -> tuple[str, int]:
+    """``rtmp://host[:port]`` -> (host, port); the app and name come from the player."""
+    parts = urlsplit(url)
+    if parts.scheme != "rtmp" or not parts.hostname:
+        raise ValueError(f"origin must be rtmp://host[:port], got {url!r}")
+    if parts.path.strip("/") or parts.query:
+        raise ValueError(f"origin must not have a path or query (the player's are used): {url!r}")
+    try:
+        port = parts.port or 1935
+    except ValueError:
+        raise ValueError(f"origin has an invalid port: {url!r}") from None
+    return parts.hostname, port
+
+
+@dataclass(slots=True)
+class Origin:
+    """One upstream origin and its health."""
+
+    host: str
+    port: int
+    breaker: CircuitBreaker
+    bucket: TokenBucket
+    max_upstreams: int
+    links: int = 0
+    connects: int = 0
+    failures: int = 0
+    missing: int = 0
+    last_error: str = ""
+    rate_limited: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def url(self, app: str, name: str) -> RtmpUrl:
+        return RtmpUrl(self.host, self.port, app, name)
+
+    def healthy(self, now: float) -> bool:
+        return self.breaker.current(now) is not BreakerState.OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why no origin could be used now; ``reason`` is a metrics label."""
+
+    reason: str
+    description: str
+
+
+@dataclass(slots=True)
+class OriginPool:
+    origins: list[Origin] = field(default_factory=list)
+
+    @classmethod
+    def from_urls(
+        cls,
+        urls: list[str],
+        *,
+        max_upstreams: int,
+        max_connects_per_second: float,
+        breaker_failures: int,
+        breaker_reset: float,
+        now: float,
+    ) -> OriginPool:
+        return cls(
+            [
+                Origin(
+                    *parse_origin(url),
+                    CircuitBreaker(breaker_failures, breaker_reset),
+                    TokenBucket(max_connects_per_second, max_connects_per_second, now),
+                    max_upstreams,
+                )
+                for url in urls
+            ]
+        )
+
+    def acquire(self, now: float, exclude: frozenset[int] = frozenset()) -> Origin | Refusal:
+        """The first usable origin, in order, skipping ``exclude`` (indexes already tried).
+
+        Taking an origin counts a connect against its rate and a link against
+        its cap; the caller must :meth:`release` the link when it closes.
+        """
+        refusal: Refusal | None = None
+        if self.origins and len(exclude) >= len(self.origins):
+            return Refusal("exhausted", "every origin failed")
+        for index, origin in enumerate(self.origins):
+            if index in exclude:
+                continue
+            if origin.links >= origin.max_upstreams:
+                refusal = refusal or Refusal(
+                    "max_upstreams", f"origin {origin.address}: upstream link limit reached"
+                )
+                continue
+            if not origin.breaker.allow(now):
+                refusal = refusal or Refusal(
+                    "breaker_open", f"origin {origin.address} is failing (circuit open)"
+                )
+                continue
+            if not origin.bucket.try_take(now):
+                origin.rate_limited += 1
+                origin.breaker.release()
+                refusal = refusal or Refusal(
+                    "connect_rate", f"origin {origin.address}: connect rate limit reached"
+                )
+                continue
+            origin.links += 1
+            origin.connects += 1
+            return origin
+        return refusal or Refusal("no_origin", "no origin is configured")
+
+    def index(self, origin: Origin) -> int:
+        return next(i for i, o in enumerate(self.origins) if o is origin)
+
+    @staticmethod
+    def release(origin: Origin) -> None:
+        origin.links = max(0, origin.links - 1)
+
+    def any_healthy(self, now: float) -> bool:
+        return any(o.healthy(now) for o in self.origins)
