@@ -21,6 +21,13 @@ def _hints(settings: Settings, port: int) -> str:
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint
         host = "127.0.0.1"
     base = f"rtmp://{host}:{port}/live"
+    if settings.mode == "edge":
+        return (
+            f"streamgate edge ready on {host}:{port}, pulling from "
+            f"{', '.join(settings.edge.origins)}\n"
+            f"  play:    ffplay {base}/<stream published on the origin>\n"
+            f"  probe:   ffprobe {base}/<stream>"
+        )
     return (
         f"streamgate {settings.mode} ready on {host}:{port}\n"
         f"  publish: ffmpeg -re -f lavfi -i testsrc2=size=640x360:rate=30 "

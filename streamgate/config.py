@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +29,7 @@ from pydantic_settings import (
 from streamgate.errors import ConfigError
 
 __all__ = [
+    "EdgeSettings",
     "LogSettings",
     "OriginSettings",
     "RtmpSettings",
@@ -134,6 +142,86 @@ class OriginSettings(_Section):
     )
 
 
+class EdgeSettings(_Section):
+    """Edge mode: pull streams on demand from origins, one upstream link per stream."""
+
+    origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins to pull from, rtmp://host[:port], tried in order (failover); the "
+            "player's app and stream name select the upstream stream."
+        ),
+    )
+    start_timeout: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Seconds a new stream has to deliver its first media; otherwise its players get "
+            "NetStream.Play.StreamNotFound (the only signal from an SRS origin)."
+        ),
+    )
+    idle_timeout: float = Field(
+        10.0, gt=0, description="Seconds without media after which a live stream is ended."
+    )
+    missing_ttl: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a missing stream stays in the negative cache (refused at once).",
+    )
+    linger: float = Field(
+        5.0, ge=0, description="Seconds the upstream link stays open after the last player left."
+    )
+    reconnect_grace: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds players wait for a lost upstream to come back before Play.Failed.",
+    )
+    backoff_initial: float = Field(
+        0.5, gt=0, description="First reconnect delay ceiling; doubles per attempt, full jitter."
+    )
+    backoff_max: float = Field(30.0, gt=0, description="Largest reconnect delay ceiling.")
+    max_upstreams: int = Field(
+        1000, ge=1, description="Most concurrent upstream links per origin; beyond, plays fail."
+    )
+    max_connects_per_second: float = Field(
+        20.0, gt=0, description="New upstream connects per second per origin (token bucket)."
+    )
+    connect_timeout: float = Field(3.0, gt=0, description="TCP connect timeout toward an origin.")
+    reply_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds an origin has for the handshake and its connect/play replies.",
+    )
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive connect failures that open an origin's circuit."
+    )
+    breaker_reset: float = Field(
+        10.0, gt=0, description="Seconds an open circuit waits before one probe connect."
+    )
+    max_redirects: int = Field(
+        2, ge=0, le=5, description="RTMP redirects (ex.redirect) followed per link."
+    )
+    forward_query: bool = Field(
+        False,
+        description="Pass the player's query string upstream (and key streams by it).",
+    )
+
+    @field_validator("origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        from streamgate.edge.origins import parse_origin
+
+        for url in value:
+            parse_origin(url)
+        return value
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> EdgeSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be at least backoff_initial")
+        return self
+
+
 class LogSettings(_Section):
     """Logging."""
 
@@ -155,11 +243,16 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    mode: Literal["origin"] = Field(
-        "origin", description="origin: accept publishers and serve players."
+    mode: Literal["origin", "edge"] = Field(
+        "origin",
+        description=(
+            "origin: accept publishers and serve players. edge: serve players from "
+            "streams pulled from [edge] origins."
+        ),
     )
     rtmp: RtmpSettings = Field(default_factory=RtmpSettings)
     origin: OriginSettings = Field(default_factory=OriginSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     _toml_file: ClassVar[Path | None] = None
@@ -177,6 +270,12 @@ class Settings(BaseSettings):
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Settings:
+        if self.mode == "edge" and not self.edge.origins:
+            raise ValueError("edge mode needs at least one origin in [edge] origins")
+        return self
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

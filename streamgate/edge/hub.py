@@ -10,6 +10,7 @@ without bound.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,12 +49,14 @@ class EdgeHub:
         settings: EdgeTiming,
         pool: OriginPool,
         connector: Connector,
+        rng: random.Random | None = None,
     ) -> None:
         self.clock = clock
         self.fanout = fanout
         self.settings = settings
         self.pool = pool
         self.connector = connector
+        self.rng = rng or random.Random()  # backoff jitter; seeded in tests
         self.negative = NegativeCache(settings.missing_ttl)
         self.ingests: dict[tuple[str, str], Ingest] = {}
         self.counters: Counter[str] = Counter()

@@ -120,7 +120,9 @@ class Ingest:
         self._link_has_media = False
         self._offset = 0
         self._last_out: int | None = None
-        self.backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
+        self.backoff = Backoff(
+            self.settings.backoff_initial, self.settings.backoff_max, uniform=hub.rng.uniform
+        )
         self.retry_delays: list[float] = []  # the schedule actually used, for the API and tests
         self._start_timer: TimerHandle | None = None
         self._idle_timer: TimerHandle | None = None
@@ -392,7 +394,7 @@ class Ingest:
         if self.state is IngestState.ENDED:
             return
         self.state = IngestState.ENDED
-        for timer in ("_start_timer", "_idle_timer", "_linger_timer", "_grace_timer", "_retry_timer"):
+        for timer in _TIMERS:
             self._cancel(timer)
         self._close_link()
         self.hub.ingest_ended(self, reason)
@@ -408,6 +410,9 @@ class Ingest:
     def end(self, code: str, description: str) -> None:
         """Ended from outside (API, shutdown)."""
         self._finish(code, description)
+
+
+_TIMERS = ("_start_timer", "_idle_timer", "_linger_timer", "_grace_timer", "_retry_timer")
 
 
 class _Sink:

@@ -3,8 +3,8 @@
 Invariants, per origin:
 
 * at most ``max_upstreams`` links are open at once;
-* at most ``max_connects_per_second`` connects start per second (token
-  bucket, burst of the same size);
+* at most ``max_connects_per_second`` connects start in any one-second
+  window (an exact sliding window, not a bucket that adds a burst);
 * after ``breaker_failures`` consecutive connect failures the breaker opens
   and no connect is attempted until a single probe succeeds.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from streamgate.client import RtmpUrl
-from streamgate.shield import BreakerState, CircuitBreaker, TokenBucket
+from streamgate.shield import BreakerState, CircuitBreaker, RateWindow
 
 __all__ = ["Origin", "OriginPool", "Refusal", "parse_origin"]
 
@@ -44,7 +44,7 @@ class Origin:
     host: str
     port: int
     breaker: CircuitBreaker
-    bucket: TokenBucket
+    connect_rate: RateWindow
     max_upstreams: int
     links: int = 0
     connects: int = 0
@@ -92,7 +92,7 @@ class OriginPool:
                 Origin(
                     *parse_origin(url),
                     CircuitBreaker(breaker_failures, breaker_reset),
-                    TokenBucket(max_connects_per_second, max_connects_per_second, now),
+                    RateWindow(max_connects_per_second),
                     max_upstreams,
                 )
                 for url in urls
@@ -121,7 +121,7 @@ class OriginPool:
                     "breaker_open", f"origin {origin.address} is failing (circuit open)"
                 )
                 continue
-            if not origin.bucket.try_take(now):
+            if not origin.connect_rate.try_take(now):
                 origin.rate_limited += 1
                 origin.breaker.release()
                 refusal = refusal or Refusal(

@@ -8,6 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from streamgate.config import Settings, parse_listen
+from streamgate.edge.hub import EdgeHub, EdgeTiming
+from streamgate.edge.origins import OriginPool
+from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts
 from streamgate.relay.clock import LoopClock
 from streamgate.relay.hub import HubSettings, StreamHub
 from streamgate.relay.source import PlaySource
@@ -29,6 +32,7 @@ class ServerContext:
     hub: StreamHub
     source: PlaySource
     limits: ConnectionLimits
+    edge: EdgeHub | None = None
     sessions: dict[int, RtmpSession] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
 
@@ -42,14 +46,43 @@ class ServerContext:
             max_gop_bytes=origin.max_gop_bytes,
             slow_player_timeout=rtmp.slow_player_timeout,
         )
+        clock = LoopClock(loop)
         hub = StreamHub(
-            LoopClock(loop),
+            clock,
             fanout,
             HubSettings(
                 play_wait=origin.play_wait, publish_idle_timeout=origin.publish_idle_timeout
             ),
         )
-        return cls(settings, loop, hub, hub, make_limits(settings))
+        limits = make_limits(settings)
+        if settings.mode != "edge":
+            return cls(settings, loop, hub, hub, limits)
+        edge = settings.edge
+        pool = OriginPool.from_urls(
+            edge.origins,
+            max_upstreams=edge.max_upstreams,
+            max_connects_per_second=edge.max_connects_per_second,
+            breaker_failures=edge.breaker_failures,
+            breaker_reset=edge.breaker_reset,
+            now=clock.now(),
+        )
+        timing = EdgeTiming(
+            start_timeout=edge.start_timeout,
+            idle_timeout=edge.idle_timeout,
+            missing_ttl=edge.missing_ttl,
+            linger=edge.linger,
+            reconnect_grace=edge.reconnect_grace,
+            backoff_initial=edge.backoff_initial,
+            backoff_max=edge.backoff_max,
+            forward_query=edge.forward_query,
+        )
+        connector = RtmpConnector(
+            loop,
+            UpstreamTimeouts(edge.connect_timeout, edge.reply_timeout, edge.max_redirects),
+            limits,
+        )
+        edge_hub = EdgeHub(clock, fanout, timing, pool, connector)
+        return cls(settings, loop, hub, edge_hub, limits, edge=edge_hub)
 
 
 class RtmpServer:
@@ -82,6 +115,8 @@ class RtmpServer:
         self._sweeper = self.ctx.loop.call_later(1.0, self._sweep)
 
     def _sweep(self) -> None:
+        if self.ctx.edge is not None:
+            self.ctx.edge.sweep()
         for stream in self.ctx.hub.sweep():
             self.ctx.counters["publishers_idle_dropped"] += 1
             log.info("stream %s/%s: publisher idle, dropped", stream.app, stream.name)
@@ -92,6 +127,8 @@ class RtmpServer:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
+        if self.ctx.edge is not None:
+            self.ctx.edge.close()
         for stream in list(self.ctx.hub):
             self.ctx.hub.unpublish(stream)
         for session in list(self.ctx.sessions.values()):

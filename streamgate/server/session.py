@@ -208,6 +208,10 @@ class RtmpSession(asyncio.Protocol):
         conn = self.conn
         assert conn is not None
         sid = event.stream_id
+        if self.ctx.edge is not None:
+            conn.refuse(sid, Status.PUBLISH_DENIED, "this is an edge: publish to the origin")
+            self.close()
+            return
         if not event.name or self.publishing is not None or self.playing:
             conn.refuse(sid, Status.PUBLISH_BAD_NAME, "one stream per connection, with a name")
             self.close()

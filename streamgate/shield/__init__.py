@@ -10,5 +10,13 @@ from streamgate.shield.backoff import Backoff
 from streamgate.shield.breaker import BreakerState, CircuitBreaker
 from streamgate.shield.negcache import NegativeCache
 from streamgate.shield.ratelimit import TokenBucket
+from streamgate.shield.window import RateWindow
 
-__all__ = ["Backoff", "BreakerState", "CircuitBreaker", "NegativeCache", "TokenBucket"]
+__all__ = [
+    "Backoff",
+    "BreakerState",
+    "CircuitBreaker",
+    "NegativeCache",
+    "RateWindow",
+    "TokenBucket",
+]

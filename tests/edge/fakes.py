@@ -99,9 +99,13 @@ class Edge:
             now=self.clock.now(),
         )
         self.hub = EdgeHub(
-            self.clock, FanoutSettings(merge_ms=0), EdgeTiming(**timing), pool, self.connector  # type: ignore[arg-type]
+            self.clock,
+            FanoutSettings(merge_ms=0),
+            EdgeTiming(**timing),  # type: ignore[arg-type]
+            pool,
+            self.connector,
+            rng=random.Random(seed),
         )
-        self.rng = random.Random(seed)
 
     def play(self, name: str = "x", app: str = "live", query: str = "") -> Player:
         player = Player()

@@ -155,7 +155,13 @@ def test_reconnects_respect_the_open_breaker() -> None:
     edge.clock.advance(59)  # breaker open: retries are scheduled but reach no origin
     assert len(edge.connector.links) == opened
     assert len(ingest.retry_delays) > 4
-    edge.clock.advance(31)  # past the reset (and a retry delay): one probe
+    for _ in range(400):  # past the reset, the next retry is the one probe
+        edge.clock.advance(0.1)
+        if len(edge.connector.links) > opened:
+            break
+    assert len(edge.connector.links) == opened + 1
+    edge.connector.last.sink.link_failed("still refused", connect=True)
+    edge.clock.advance(9.9)  # the failed probe re-opened the circuit for a full period
     assert len(edge.connector.links) == opened + 1
 
 

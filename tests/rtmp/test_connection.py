@@ -6,6 +6,8 @@ event loop, no socket, no clock (time is passed in).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import struct
 from typing import Any
 
@@ -841,6 +843,10 @@ _amf_values = st.recursive(
     ),
     max_leaves=8,
 )
+# Values that number conversions in command handlers trip over.
+_awkward_numbers = st.sampled_from(
+    [math.nan, math.inf, -math.inf, -0.0, -1.0, 0.5, 2.0**31, 2.0**64, 1e308]
+)
 _COMMAND_NAMES = [
     "connect", "createStream", "play", "play2", "publish", "deleteStream", "closeStream",
     "getStreamLength", "receiveAudio", "receiveVideo", "releaseStream", "FCPublish",
@@ -920,10 +926,10 @@ def test_well_framed_hostile_messages_give_events_or_protocol_error(
 
 @pytest.mark.parametrize("side", ["server", "client"])
 @pytest.mark.parametrize("name", _COMMAND_NAMES)
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=15, derandomize=True)
 @given(
-    st.one_of(st.floats(), st.none(), st.text(max_size=2)),
-    st.lists(st.one_of(st.floats(), _amf_values), max_size=4),
+    st.one_of(_awkward_numbers, st.floats(), st.none(), st.text(max_size=2)),
+    st.lists(st.one_of(_awkward_numbers, _amf_values), min_size=1, max_size=4),
 )
 def test_any_arguments_to_any_command_give_events_or_protocol_error(
     name: str, side: str, tid: Any, args: list[Any]
@@ -934,10 +940,8 @@ def test_any_arguments_to_any_command_give_events_or_protocol_error(
         pair.client.send_command(1, name, tid, *args)
     else:
         pair.server.send_command(1, name, tid, *args)
-    try:
+    with contextlib.suppress(ProtocolError):
         pair.pump()
-    except ProtocolError:
-        pass
 
 
 def test_closed_server_ignores_input() -> None:

@@ -133,3 +133,25 @@ def test_negative_cache_disabled_with_zero_ttl() -> None:
     nc = NegativeCache(ttl=0)
     nc.add("a", 0)
     assert nc.get("a", 0) is None
+
+
+def test_rate_window_never_exceeds_rate_in_any_window() -> None:
+    from streamgate.shield import RateWindow
+
+    rw = RateWindow(20)
+    rng = random.Random(3)
+    t, taken = 0.0, []
+    for _ in range(20_000):
+        t += rng.expovariate(200)  # offered at ~10x the limit
+        if rw.try_take(t):
+            taken.append(t)
+    for i in range(len(taken) - 20):
+        assert taken[i + 20] - taken[i] >= 1.0  # 21 events never fit in one second
+    assert len(taken) >= 0.9 * 20 * t
+
+
+def test_rate_window_below_one_per_second() -> None:
+    from streamgate.shield import RateWindow
+
+    rw = RateWindow(0.5)
+    assert rw.try_take(0) and not rw.try_take(1.9) and rw.try_take(2.0)

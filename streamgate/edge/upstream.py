@@ -1,0 +1,290 @@
+"""The asyncio connector: one RTMP play link to an origin per ingest.
+
+A link reports to its :class:`~streamgate.edge.ingest.LinkSink` and holds
+nothing else. Every step toward the origin is bounded: the TCP connect by
+``connect_timeout``, and everything from the handshake to the answer to
+``play`` by ``reply_timeout`` (an origin that accepts TCP and never speaks
+counts as a connect failure). An RTMP redirect (``NetConnection.Connect.Rejected``
+with ``ex.redirect``, as SRS origin clusters send) is followed at most
+``max_redirects`` times.
+
+Outcomes, as the sink hears them:
+
+* connect refused or timed out, no answer in time, closed before ``play``
+  was sent -> ``link_failed(connect=True)`` (the origin's health);
+* ``Play.StreamNotFound``/``Play.Failed``/an ``_error``, or a refused
+  ``connect`` -> ``link_missing``;
+* ``Play.UnpublishNotify``/``Play.Stop``/StreamEOF -> ``link_ended``;
+* the connection lost once playing -> ``link_failed(connect=False)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+from urllib.parse import urlsplit
+
+from streamgate.edge.ingest import LinkSink
+from streamgate.edge.origins import Origin
+from streamgate.errors import ProtocolError
+from streamgate.rtmp.connection import ClientConnection, ConnectionLimits
+from streamgate.rtmp.events import (
+    ConnectRejected,
+    Connected,
+    DataReceived,
+    Event,
+    MediaReceived,
+    StatusReceived,
+    StreamCreated,
+    StreamEnded,
+)
+from streamgate.rtmp.messages import Status
+
+__all__ = ["RtmpConnector", "UpstreamLink", "UpstreamTimeouts"]
+
+log = logging.getLogger("streamgate.upstream")
+
+_MISSING = frozenset({Status.PLAY_STREAM_NOT_FOUND, Status.PLAY_FAILED})
+_ENDED = frozenset(
+    {Status.PLAY_UNPUBLISH_NOTIFY, Status.PLAY_STOP, "NetStream.Play.Complete"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeouts:
+    connect_timeout: float = 3.0
+    reply_timeout: float = 5.0
+    max_redirects: int = 2
+
+
+class RtmpConnector:
+    """Connector for the ingest: opens :class:`UpstreamLink` objects on the running loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeouts: UpstreamTimeouts,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
+        self.loop = loop
+        self.timeouts = timeouts
+        self.limits = limits
+
+    def open(self, origin: Origin, app: str, name: str, sink: LinkSink) -> UpstreamLink:
+        return UpstreamLink(self, origin.host, origin.port, app, name, sink)
+
+
+class UpstreamLink(asyncio.Protocol):
+    """One play link; :meth:`close` is final and silences the sink."""
+
+    def __init__(
+        self, connector: RtmpConnector, host: str, port: int, app: str, name: str, sink: LinkSink
+    ) -> None:
+        self.connector = connector
+        self.loop = connector.loop
+        self.timeouts = connector.timeouts
+        self.host = host
+        self.port = port
+        self.app = app
+        self.name = name
+        self.sink = sink
+        self.redirects = 0
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+        self.conn: ClientConnection | None = None
+        self.stream_id = 0
+        self.play_sent = False
+        self.playing = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = self.loop.create_task(self._connect())
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}/{self.app}/{self.name}"
+
+    async def _connect(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeouts.connect_timeout):
+                await self.loop.create_connection(lambda: self, self.host, self.port)
+        except TimeoutError:
+            self._fail(f"TCP connect to {self.host}:{self.port} timed out", connect=True)
+        except OSError as exc:
+            self._fail(f"{self.host}:{self.port}: {exc.strerror or exc}", connect=True)
+        finally:
+            self._task = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._cancel_deadline()
+        if self.transport is not None:
+            self.transport.abort()  # no goodbye owed to an origin we leave
+
+    def _fail(self, description: str, *, connect: bool) -> None:
+        if self.closed:
+            return
+        log.info("upstream %s: %s", self.where, description)
+        self.close()
+        self.sink.link_failed(description, connect=connect)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        stage = "play" if self.play_sent else "connect"
+        self._fail(
+            f"origin accepted TCP but did not answer {stage} within "
+            f"{self.timeouts.reply_timeout:g} s",
+            connect=True,
+        )
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        if self.closed:
+            transport.abort()
+            return
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
+        self.conn = ClientConnection(
+            tc_url, self.app, self.connector.limits, now=self.loop.time()
+        )
+        self.conn.connect()
+        self._deadline = self.loop.call_later(self.timeouts.reply_timeout, self._on_deadline)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or self.closed:
+            return
+        try:
+            events = conn.receive_data(data)
+        except ProtocolError as exc:
+            self._fail(f"protocol error from origin: {exc.description}", connect=not self.playing)
+            return
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(self, event)
+            if self.closed:
+                return
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        if self.playing:
+            self._fail("origin connection lost", connect=False)
+        elif self.play_sent:
+            # It took our play and hung up: that is the origin's answer.
+            self.close()
+            self.sink.link_failed("origin closed the connection after play", connect=False)
+        else:
+            self._fail("origin closed the connection before answering", connect=True)
+
+    def _flush(self) -> None:
+        if self.conn is not None and self.transport is not None and not self.closed:
+            out = self.conn.data_to_send()
+            if out:
+                self.transport.write(out)
+
+    # ------------------------------------------------------------ events
+
+    def _on_connected(self, event: Connected) -> None:
+        assert self.conn is not None
+        self.conn.create_stream()
+
+    def _on_rejected(self, event: ConnectRejected) -> None:
+        if event.redirect and self.redirects < self.timeouts.max_redirects:
+            self._follow(event.redirect)
+            return
+        description = event.description or event.code
+        if event.redirect:
+            description = f"too many redirects (last to {event.redirect})"
+        self.close()
+        self.sink.link_missing(Status.PLAY_FAILED, f"origin refused: {description}")
+
+    def _follow(self, redirect: str) -> None:
+        parts = urlsplit(redirect)
+        if parts.scheme != "rtmp" or not parts.hostname:
+            self.close()
+            self.sink.link_missing(Status.PLAY_FAILED, f"origin redirect unusable: {redirect}")
+            return
+        log.info("upstream %s: redirected to %s", self.where, redirect)
+        if self.transport is not None:
+            self.transport.abort()
+        self._cancel_deadline()
+        self.transport = None
+        self.conn = None
+        self.redirects += 1
+        self.host = parts.hostname
+        self.port = parts.port or 1935
+        self.app = parts.path.strip("/").split("/")[0] or self.app
+        self._task = self.loop.create_task(self._connect())
+
+    def _on_stream_created(self, event: StreamCreated) -> None:
+        assert self.conn is not None
+        self.stream_id = event.stream_id
+        self.conn.play(event.stream_id, self.name)
+        self.play_sent = True
+
+    def _on_status(self, event: StatusReceived) -> None:
+        code = event.code
+        if code in (Status.PLAY_START, Status.PLAY_RESET):
+            self._playing()
+        elif code in _MISSING or event.level == "error":
+            self.close()
+            self.sink.link_missing(
+                code if code in _MISSING else Status.PLAY_FAILED,
+                event.description or code,
+            )
+        elif code in _ENDED:
+            self.close()
+            self.sink.link_ended(f"origin: {code}")
+
+    def _playing(self) -> None:
+        if not self.playing:
+            self.playing = True
+            self._cancel_deadline()
+            self.sink.link_playing()
+
+    def _on_stream_ended(self, event: StreamEnded) -> None:
+        if self.playing and event.stream_id == self.stream_id:
+            self.close()
+            self.sink.link_ended("origin: StreamEOF")
+
+    def _on_media(self, event: MediaReceived) -> None:
+        if not self.playing:
+            self._playing()
+        self.sink.link_media(event.type_id, event.timestamp, event.payload)
+
+    def _on_data(self, event: DataReceived) -> None:
+        self.sink.link_data(event.timestamp, event.values)
+
+    _handlers: ClassVar[dict[type[Event], Callable[[Any, Any], None]]] = {
+        Connected: _on_connected,
+        ConnectRejected: _on_rejected,
+        StreamCreated: _on_stream_created,
+        StatusReceived: _on_status,
+        StreamEnded: _on_stream_ended,
+        MediaReceived: _on_media,
+        DataReceived: _on_data,
+    }
