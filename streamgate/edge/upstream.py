@@ -33,8 +33,8 @@ from streamgate.edge.origins import Origin
 from streamgate.errors import ProtocolError
 from streamgate.rtmp.connection import ClientConnection, ConnectionLimits
 from streamgate.rtmp.events import (
-    ConnectRejected,
     Connected,
+    ConnectRejected,
     DataReceived,
     Event,
     MediaReceived,

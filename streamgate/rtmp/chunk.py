@@ -84,7 +84,7 @@ class _ChunkStream:
     def __init__(self) -> None:
         self.timestamp = 0
         self.delta = 0
-        self.length = -1  # -1: no header yet, types 1-3 are not allowed
+        self.length = -1  # -1: no header yet
         self.type_id = 0
         self.stream_id = 0
         self.extended = False
@@ -156,10 +156,10 @@ class ChunkDecoder:
                 raise RemoteProtocolError(
                     f"more than {self.limits.max_chunk_streams} chunk streams in use"
                 )
+            # A type-1 header on a new chunk stream is accepted, as FFmpeg does:
+            # stream id 0 and the delta as timestamp. Not stored until the
+            # chunk is complete, so a partial read leaves no trace.
             cs = _ChunkStream()
-            # Not stored until the chunk is complete, so a partial read leaves no trace.
-        elif fmt == 1 and cs.length < 0:
-            raise RemoteProtocolError(f"chunk stream {csid}: type-1 header without a type-0")
 
         mlen = (11, 7, 3, 0)[fmt]
         hpos = pos + hlen

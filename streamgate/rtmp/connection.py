@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from enum import Enum
@@ -357,12 +358,18 @@ class _Connection:
         if len(values) < 2 or not isinstance(values[0], str):
             raise RemoteProtocolError("command message without a name and transaction id")
         name: str = values[0]
-        tid = _num(values[1], 0.0)
+        self._dispatch(message.stream_id, name, _num(values[1], 0.0), values[2:])
+
+    def _dispatch(self, stream_id: int, name: str, tid: float, args: list[Any]) -> None:
         handler = self._commands.get(name)
         if handler is None:
-            self._on_unknown_command(message.stream_id, name, tid, values[2:])
+            self._on_unknown_command(stream_id, name, tid, args)
         else:
-            handler(self, message.stream_id, tid, values[2:])
+            handler(self, stream_id, tid, args)
+
+    def take_events(self) -> list[Event]:
+        """Events produced outside ``receive_data`` (commands released by an answer)."""
+        return self._take_events()
 
     _commands: ClassVar[dict[str, Callable[[Any, int, float, list[Any]], None]]] = {}
 
@@ -407,6 +414,9 @@ class ServerConnection(_Connection):
         self.tc_url = ""
         self.streams: set[int] = set()  # created stream ids
         self.active: set[int] = set()  # stream ids playing or publishing
+        self._was_active = False  # the first-commands deadline no longer applies
+        # Commands pipelined behind connect, answered once connect is.
+        self._deferred: list[tuple[int, str, float, list[Any]]] = []
 
     def _receive_handshake(self, data: bytes) -> bytes:
         try:
@@ -422,7 +432,21 @@ class ServerConnection(_Connection):
         return rest
 
     def _awaiting_commands(self) -> bool:
-        return not self.active and self.state is not ConnState.CLOSED
+        return not self._was_active and self.state is not ConnState.CLOSED
+
+    _MAX_DEFERRED: ClassVar[int] = 16
+
+    def _dispatch(self, stream_id: int, name: str, tid: float, args: list[Any]) -> None:
+        """Only connect before connect; what follows it waits for its answer."""
+        if name != "connect":
+            if self._connect_tid is None:
+                raise RemoteProtocolError(f"{name} before connect")
+            if self.state is ConnState.CONNECTING:
+                if len(self._deferred) >= self._MAX_DEFERRED:
+                    raise RemoteProtocolError("too many commands pipelined behind connect")
+                self._deferred.append((stream_id, name, tid, args))
+                return
+        super()._dispatch(stream_id, name, tid, args)
 
     # ---------------------------------------------------------- answers
 
@@ -444,11 +468,15 @@ class ServerConnection(_Connection):
             },
         )
         self._set_state(ConnState.CONNECTED)
+        deferred, self._deferred = self._deferred, []
+        for stream_id, name, tid, args in deferred:
+            super()._dispatch(stream_id, name, tid, args)
 
     def reject_connect(self, description: str, code: str = Status.CONNECT_REJECTED) -> None:
         """Queue the refusal; the adapter should flush and close."""
         tid = self._connect_tid if self._connect_tid is not None else 1.0
         self.send_command(0, "_error", tid, None, _status_info(code, description, "error"))
+        self._deferred.clear()
         self._set_state(ConnState.CLOSED)
 
     def send_status(self, stream_id: int, code: str, description: str) -> None:
@@ -457,12 +485,14 @@ class ServerConnection(_Connection):
     def accept_publish(self, stream_id: int, name: str) -> None:
         self._require_stream(stream_id)
         self.active.add(stream_id)
+        self._was_active = True
         self.send_status(stream_id, Status.PUBLISH_START, f"{name} is now published.")
 
     def accept_play(self, stream_id: int, name: str) -> None:
         """StreamBegin, Play.Reset, Play.Start and |RtmpSampleAccess, as players expect."""
         self._require_stream(stream_id)
         self.active.add(stream_id)
+        self._was_active = True
         self._send_control(MsgType.USER_CONTROL, user_control(UserControl.STREAM_BEGIN, stream_id))
         self.send_status(stream_id, Status.PLAY_RESET, f"Playing and resetting {name}.")
         self.send_status(stream_id, Status.PLAY_START, f"Started playing {name}.")
@@ -498,12 +528,7 @@ class ServerConnection(_Connection):
             query = self.tc_url.partition("?")[2]
         self._events.append(ConnectRequested(app, query, self.tc_url, dict(props)))
 
-    def _require_connected(self, name: str) -> None:
-        if self._connect_tid is None:
-            raise RemoteProtocolError(f"{name} before connect")
-
     def _cmd_create_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        self._require_connected("createStream")
         if len(self.streams) >= self.limits.max_streams:
             self.send_command(
                 0, "_error", tid, None,
@@ -518,12 +543,10 @@ class ServerConnection(_Connection):
 
     def _cmd_ack_only(self, stream_id: int, tid: float, args: list[Any]) -> None:
         """releaseStream, FCPublish, FCUnpublish: answered, nothing to do."""
-        self._require_connected("command")
         if tid:
             self.send_command(0, "_result", tid, None, amf0.UNDEFINED)
 
     def _cmd_publish(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        self._require_connected("publish")
         raw = _text(args[1]) if len(args) > 1 else ""
         name, query = split_query(raw)
         kind = _text(args[2]) if len(args) > 2 else "live"
@@ -532,7 +555,6 @@ class ServerConnection(_Connection):
         self._events.append(PublishRequested(stream_id, name, query, kind or "live"))
 
     def _cmd_play(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        self._require_connected("play")
         raw = _text(args[1]) if len(args) > 1 else ""
         name, query = split_query(raw)
         start = _num(args[2], -2.0) if len(args) > 2 else -2.0
@@ -543,7 +565,8 @@ class ServerConnection(_Connection):
         self._events.append(PlayRequested(stream_id, name, query, start, duration, reset))
 
     def _cmd_delete_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        target = int(_num(args[1], 0.0)) if len(args) > 1 else 0
+        value = _num(args[1], 0.0) if len(args) > 1 else 0.0
+        target = int(value) if math.isfinite(value) else 0  # NaN/inf name no stream
         self._close_stream(target, "deleteStream")
 
     def _cmd_close_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -573,7 +596,6 @@ class ServerConnection(_Connection):
         pass  # answers to our pings or onBWDone; nothing waits on them
 
     def _on_unknown_command(self, stream_id: int, name: str, tid: float, args: list[Any]) -> None:
-        self._require_connected(name)
         self._events.append(CommandIgnored(stream_id, name))
 
     _commands: ClassVar[dict[str, Callable[[Any, int, float, list[Any]], None]]] = {

@@ -84,8 +84,10 @@ class RtmpSession(asyncio.Protocol):
             return
         try:
             events = conn.receive_data(data)
-            for event in events:
-                self._handlers[type(event)](self, event)
+            while events:
+                for event in events:
+                    self._handlers[type(event)](self, event)
+                events = conn.take_events()  # released by an answer (e.g. accept_connect)
         except ProtocolError as exc:
             self._fail(exc)
             return

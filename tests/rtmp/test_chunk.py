@@ -43,7 +43,7 @@ from streamgate.rtmp.chunk import (
 
 PROPERTIES = settings(
     deadline=None,
-    max_examples=150,
+    max_examples=120,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -211,9 +211,7 @@ def test_interleaved_chunk_streams_reassemble() -> None:
     v = encode_message(7, 20, VIDEO, 1, payload_of(250, 2), 100)
     a_chunks = [a[: 12 + 100], a[112 : 113 + 100], a[213:]]
     v_chunks = [v[: 12 + 100], v[112 : 113 + 100], v[213:]]
-    data = with_chunk_size(
-        100, b"".join(x + y for x, y in zip(a_chunks, v_chunks, strict=True))
-    )
+    data = with_chunk_size(100, b"".join(x + y for x, y in zip(a_chunks, v_chunks, strict=True)))
     assert without_control(decode(data)) == [
         Message(AUDIO, 1, 10, payload_of(300, 1), 6),
         Message(VIDEO, 1, 20, payload_of(250, 2), 7),
@@ -421,7 +419,7 @@ def test_compressed_header_on_a_new_chunk_stream_is_refused(fmt: int) -> None:
 def test_new_message_header_inside_an_unfinished_message_is_refused(fmt: int) -> None:
     decoder = ChunkDecoder()
     decoder.receive_data(encode_message(6, 0, VIDEO, 1, bytes(300), 128)[: 12 + 128])
-    header = encode_message(6, 0, VIDEO, 1, bytes(300), 128)[: 12]
+    header = encode_message(6, 0, VIDEO, 1, bytes(300), 128)[:12]
     header = bytes([fmt << 6 | 6]) + header[1 : 1 + (11, 7, 3)[fmt]]
     with pytest.raises(RemoteProtocolError, match="unfinished"):
         decoder.receive_data(header + bytes(128))
@@ -452,9 +450,7 @@ def test_a_header_split_across_reads_counts_its_chunk_stream_once() -> None:
 @PROPERTIES
 @given(
     st.binary(max_size=600),
-    st.sampled_from(
-        [ChunkLimits(), ChunkLimits(max_message_size=64, max_chunk_streams=2)]
-    ),
+    st.sampled_from([ChunkLimits(), ChunkLimits(max_message_size=64, max_chunk_streams=2)]),
 )
 def test_arbitrary_bytes_give_messages_or_protocol_error(data: bytes, limits: ChunkLimits) -> None:
     decoder = ChunkDecoder(limits)

@@ -20,10 +20,8 @@ from streamgate.errors import RemoteProtocolError
 from streamgate.rtmp.handshake import ClientHandshake, ServerHandshake
 
 SIZE = 1536
-KEY_TAIL = bytes.fromhex(
-    "F0 EE C2 4A 80 68 BE E8 2E 00 D0 D1 02 9E 7E 57"
-    "6E EC 5D 2D 29 80 6F AB 93 B8 E6 36 CF EB 31 AE"
-)
+# The 32 bytes both Adobe keys end with.
+KEY_TAIL = bytes.fromhex("F0EEC24A8068BEE82E00D0D1029E7E57 6EEC5D2D29806FAB93B8E636CFEB31AE")
 FP_KEY = b"Genuine Adobe Flash Player 001" + KEY_TAIL
 FMS_KEY = b"Genuine Adobe Flash Media Server 001" + KEY_TAIL
 FP_KEY_TEXT = FP_KEY[:30]  # C1 digests are keyed with the text part only
