@@ -78,7 +78,32 @@ class RtmpConnector:
         return UpstreamLink(self, origin.host, origin.port, app, name, sink)
 
 
-class UpstreamLink(asyncio.Protocol):
+class _Connection(asyncio.Protocol):
+    """One TCP connection of a link. A redirect starts a new one; reports from
+    an older connection (its connection_lost, late data) are dropped."""
+
+    __slots__ = ("generation", "link")
+
+    def __init__(self, link: UpstreamLink, generation: int) -> None:
+        self.link = link
+        self.generation = generation
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.generation == self.link.generation:
+            self.link.connection_made(transport)
+        else:
+            cast(asyncio.Transport, transport).abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.generation == self.link.generation:
+            self.link.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.generation == self.link.generation:
+            self.link.connection_lost(exc)
+
+
+class UpstreamLink:
     """One play link; :meth:`close` is final and silences the sink."""
 
     def __init__(
@@ -93,6 +118,7 @@ class UpstreamLink(asyncio.Protocol):
         self.name = name
         self.sink = sink
         self.redirects = 0
+        self.generation = 0  # which TCP connection is current
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self.conn: ClientConnection | None = None
@@ -111,7 +137,10 @@ class UpstreamLink(asyncio.Protocol):
     async def _connect(self) -> None:
         try:
             async with asyncio.timeout(self.timeouts.connect_timeout):
-                await self.loop.create_connection(lambda: self, self.host, self.port)
+                generation = self.generation
+                await self.loop.create_connection(
+                    lambda: _Connection(self, generation), self.host, self.port
+                )
         except TimeoutError:
             self._fail(f"TCP connect to {self.host}:{self.port} timed out", connect=True)
         except OSError as exc:
@@ -151,7 +180,7 @@ class UpstreamLink(asyncio.Protocol):
             connect=True,
         )
 
-    # ------------------------------------------------------------ asyncio.Protocol
+    # ------------------------------------------------------------ from the current connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
@@ -234,6 +263,7 @@ class UpstreamLink(asyncio.Protocol):
         self._cancel_deadline()
         self.transport = None
         self.conn = None
+        self.generation += 1
         self.redirects += 1
         self.host = parts.hostname
         self.port = parts.port or 1935

@@ -1,0 +1,280 @@
+"""The real upstream connector over loopback, against scripted origins.
+
+The scripted origins are built from our own ServerConnection core and
+reproduce what SRS does as an origin (chunk size 60000, Play.Reset before
+Play.Start, |RtmpSampleAccess and onMetaData, a 2.5 MB ack window), plus
+origins that never answer, redirect, or refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvloop
+
+from streamgate.edge.origins import OriginPool
+from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts
+from streamgate.rtmp.chunk import ChunkDecoder
+from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
+from streamgate.rtmp.events import ConnectRequested, PlayRequested
+from streamgate.rtmp.messages import MsgType, Status
+from tests.relay.sinks import AAC_CONFIG, AVC_CONFIG, AVC_INTER, AVC_KEY
+
+
+@dataclass
+class RecordingSink:
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    media: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def link_playing(self) -> None:
+        self.calls.append(("playing", None))
+
+    def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        self.media += 1
+
+    def link_data(self, timestamp: int, values: tuple[Any, ...]) -> None:
+        self.calls.append(("data", values[0] if values else None))
+
+    def link_missing(self, code: str, description: str) -> None:
+        self.calls.append(("missing", (code, description)))
+        self.done.set()
+
+    def link_ended(self, description: str) -> None:
+        self.calls.append(("ended", description))
+        self.done.set()
+
+    def link_failed(self, description: str, *, connect: bool) -> None:
+        self.calls.append(("failed", (description, connect)))
+        self.done.set()
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.calls]
+
+
+OnPlay = Callable[[ServerConnection, int, asyncio.Transport], Awaitable[None]]
+
+
+class ScriptedOrigin(asyncio.Protocol):
+    """A ServerConnection on a socket that runs ``on_play`` when a play arrives."""
+
+    def __init__(self, on_play: OnPlay | None, reject: dict[str, Any] | None, log: Any) -> None:
+        self.on_play = on_play
+        self.reject = reject
+        self.log = log
+        self.conn = ServerConnection(ConnectionLimits(chunk_size=60000))
+        self.sniffer = ChunkDecoder()  # what the client sends, to count its acks
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.log.connections += 1
+        self.log.transports.append(transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        events = self.conn.receive_data(data)
+        if self.conn.state.value != "handshake":
+            for message in self.sniffer.receive_data(data if self.log.seen_handshake else b""):
+                if message.type_id == MsgType.ACKNOWLEDGEMENT:
+                    self.log.acks.append(int.from_bytes(message.payload[:4], "big"))
+        for event in events:
+            if isinstance(event, ConnectRequested):
+                if self.reject is not None:
+                    self.conn.send_command(0, "_error", 1.0, None, self.reject)
+                else:
+                    self.conn.accept_connect()
+                    self.log.seen_handshake = True
+            elif isinstance(event, PlayRequested) and self.on_play is not None:
+                asyncio.ensure_future(self.on_play(self.conn, event.stream_id, self.transport))
+        self.transport.write(self.conn.data_to_send())
+
+
+@dataclass
+class OriginLog:
+    connections: int = 0
+    acks: list[int] = field(default_factory=list)
+    seen_handshake: bool = False
+    transports: list[Any] = field(default_factory=list)
+
+
+async def shutdown(server: asyncio.Server, *logs: OriginLog) -> None:
+    """Close the listener and every connection it accepted."""
+    server.close()
+    for log in logs:
+        for transport in log.transports:
+            transport.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.01)
+
+
+async def serve(
+    on_play: OnPlay | None = None, reject: dict[str, Any] | None = None
+) -> tuple[asyncio.Server, int, OriginLog]:
+    log = OriginLog()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: ScriptedOrigin(on_play, reject, log), "127.0.0.1", 0
+    )
+    return server, server.sockets[0].getsockname()[1], log
+
+
+def open_link(port: int, sink: RecordingSink, name: str = "x", **timeouts: Any) -> Any:
+    pool = OriginPool.from_urls(
+        [f"rtmp://127.0.0.1:{port}"],
+        max_upstreams=10,
+        max_connects_per_second=100,
+        breaker_failures=5,
+        breaker_reset=10,
+        now=0,
+    )
+    connector = RtmpConnector(asyncio.get_running_loop(), UpstreamTimeouts(**timeouts))
+    return connector.open(pool.origins[0], "live", name, sink)
+
+
+async def srs_like(conn: ServerConnection, sid: int, transport: asyncio.Transport) -> None:
+    """What SRS sends for a live stream: Reset, Start, sample access, metadata, media."""
+    conn.send_status(sid, Status.PLAY_RESET, "reset")
+    conn.accept_play(sid, "x")  # StreamBegin, Reset, Start, |RtmpSampleAccess
+    conn.send_data(sid, "onMetaData", {"width": 320.0, "height": 240.0})
+    transport.write(conn.data_to_send())
+    frames = [AVC_CONFIG, AAC_CONFIG, AVC_KEY + bytes(200_000)] + [
+        AVC_INTER + bytes(100_000) for _ in range(30)
+    ]
+    for i, frame in enumerate(frames):
+        kind = MsgType.AUDIO if frame is AAC_CONFIG else MsgType.VIDEO
+        transport.write(conn._encoder.encode(7, i * 40, kind, sid, frame))
+        await asyncio.sleep(0)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def test_srs_like_origin_is_played_and_acked() -> None:
+    async def scenario() -> tuple[RecordingSink, OriginLog]:
+        server, port, log = await serve(srs_like)
+        sink = RecordingSink()
+        link = open_link(port, sink)
+        async with asyncio.timeout(10):
+            while sink.media < 33:
+                await asyncio.sleep(0.02)
+        link.close()
+        await shutdown(server, log)
+        return sink, log
+
+    sink, log = run(scenario())
+    assert sink.kinds()[:1] == ["playing"]
+    assert ("data", "onMetaData") in sink.calls and ("data", "|RtmpSampleAccess") in sink.calls
+    assert "failed" not in sink.kinds()
+    # ~3.2 MB through a 2.5 MB window: the link acknowledged, so SRS would not stall
+    assert log.acks and log.acks[0] >= 2_500_000
+
+
+def test_origin_that_accepts_tcp_and_never_answers_is_a_connect_failure() -> None:
+    async def scenario() -> RecordingSink:
+        log = OriginLog()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            log.transports.append(writer)
+            await reader.read(100_000)  # takes C0C1, answers nothing
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        sink = RecordingSink()
+        open_link(server.sockets[0].getsockname()[1], sink, reply_timeout=0.5)
+        async with asyncio.timeout(5):
+            await sink.done.wait()
+        await shutdown(server, log)
+        return sink
+
+    sink = run(scenario())
+    kind, (description, connect) = sink.calls[-1]
+    assert kind == "failed" and connect
+    assert "did not answer connect within 0.5 s" in description
+
+
+def test_refused_port_is_a_connect_failure() -> None:
+    async def scenario() -> RecordingSink:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        sink = RecordingSink()
+        open_link(port, sink)
+        async with asyncio.timeout(5):
+            await sink.done.wait()
+        return sink
+
+    kind, (description, connect) = run(scenario()).calls[-1]
+    assert kind == "failed" and connect and "refused" in description.lower()
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (Status.PLAY_STREAM_NOT_FOUND, "missing"),
+        (Status.PLAY_FAILED, "missing"),
+        (Status.PLAY_UNPUBLISH_NOTIFY, "ended"),
+    ],
+)
+def test_origin_statuses(status: str, expected: str) -> None:
+    async def answer(conn: ServerConnection, sid: int, transport: asyncio.Transport) -> None:
+        conn.send_status(sid, status, "as told")
+        transport.write(conn.data_to_send())
+
+    async def scenario() -> RecordingSink:
+        server, port, log = await serve(answer)
+        sink = RecordingSink()
+        open_link(port, sink)
+        async with asyncio.timeout(5):
+            await sink.done.wait()
+        await shutdown(server, log)
+        return sink
+
+    assert run(scenario()).kinds()[-1] == expected
+
+
+def test_redirect_is_followed() -> None:
+    async def scenario() -> tuple[RecordingSink, OriginLog]:
+        real, real_port, real_log = await serve(srs_like)
+        info = {
+            "level": "error",
+            "code": Status.CONNECT_REJECTED,
+            "description": "go elsewhere",
+            "ex": {"code": 302.0, "redirect": f"rtmp://127.0.0.1:{real_port}/live"},
+        }
+        front, front_port, front_log = await serve(reject=info)
+        sink = RecordingSink()
+        link = open_link(front_port, sink)
+        async with asyncio.timeout(10):
+            while sink.media < 5:
+                await asyncio.sleep(0.02)
+        link.close()
+        await shutdown(real, real_log)
+        await shutdown(front, front_log)
+        return sink, real_log
+
+    sink, real_log = run(scenario())
+    assert sink.kinds()[0] == "playing" and real_log.connections == 1
+
+
+def test_redirect_loop_stops_after_max_redirects() -> None:
+    async def scenario() -> tuple[RecordingSink, OriginLog]:
+        loop_info: dict[str, Any] = {"level": "error", "code": Status.CONNECT_REJECTED}
+        server, port, log = await serve(reject=loop_info)
+        loop_info["ex"] = {"code": 302.0, "redirect": f"rtmp://127.0.0.1:{port}/live"}
+        sink = RecordingSink()
+        open_link(port, sink, max_redirects=2)
+        async with asyncio.timeout(10):
+            await sink.done.wait()
+        await shutdown(server, log)
+        return sink, log
+
+    sink, log = run(scenario())
+    kind, (code, description) = sink.calls[-1]
+    assert kind == "missing" and code == Status.PLAY_FAILED and "too many redirects" in description
+    assert log.connections == 3  # the first connect and two redirects, no more
