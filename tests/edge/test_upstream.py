@@ -90,7 +90,9 @@ class ScriptedOrigin(asyncio.Protocol):
                     self.conn.accept_connect()
                     self.log.seen_handshake = True
             elif isinstance(event, PlayRequested) and self.on_play is not None:
-                asyncio.ensure_future(self.on_play(self.conn, event.stream_id, self.transport))
+                self.log.tasks.append(
+                    asyncio.ensure_future(self.on_play(self.conn, event.stream_id, self.transport))
+                )
         self.transport.write(self.conn.data_to_send())
 
 
@@ -100,6 +102,7 @@ class OriginLog:
     acks: list[int] = field(default_factory=list)
     seen_handshake: bool = False
     transports: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 async def shutdown(server: asyncio.Server, *logs: OriginLog) -> None:
