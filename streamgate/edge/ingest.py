@@ -68,7 +68,7 @@ class LinkSink(Protocol):
 
     def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None: ...
 
-    def link_data(self, timestamp: int, values: tuple[Any, ...]) -> None: ...
+    def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None: ...
 
     def link_missing(self, code: str, description: str) -> None:
         """The origin answered: no such stream, or refused us."""
@@ -237,8 +237,8 @@ class Ingest:
         if self.waiters:
             self._serve_waiters()
 
-    def link_data(self, timestamp: int, values: tuple[Any, ...]) -> None:
-        self.stream.on_metadata((timestamp + self._offset) & 0xFFFFFFFF, values)
+    def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
+        self.stream.on_metadata((timestamp + self._offset) & 0xFFFFFFFF, values, payload)
 
     def _first_media(self, timestamp: int) -> None:
         self._link_has_media = True
@@ -437,9 +437,9 @@ class _Sink:
         if (ingest := self._current()) is not None:
             ingest.link_media(type_id, timestamp, payload)
 
-    def link_data(self, timestamp: int, values: tuple[Any, ...]) -> None:
+    def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         if (ingest := self._current()) is not None:
-            ingest.link_data(timestamp, values)
+            ingest.link_data(timestamp, values, payload)
 
     def link_missing(self, code: str, description: str) -> None:
         if (ingest := self._current()) is not None:

@@ -307,7 +307,7 @@ class UpstreamLink:
         self.sink.link_media(event.type_id, event.timestamp, event.payload)
 
     def _on_data(self, event: DataReceived) -> None:
-        self.sink.link_data(event.timestamp, event.values)
+        self.sink.link_data(event.timestamp, event.values, event.payload)
 
     _handlers: ClassVar[dict[type[Event], Callable[[Any, Any], None]]] = {
         Connected: _on_connected,

@@ -50,6 +50,7 @@ from streamgate.rtmp.messages import CSID_AUDIO, CSID_DATA, CSID_VIDEO, MsgType
 
 __all__ = ["FanoutSettings", "Player", "PlayerSink", "Stream"]
 
+_SET_DATA_FRAME = amf0.encode("@setDataFrame")
 _CSID = {MsgType.AUDIO: CSID_AUDIO, MsgType.VIDEO: CSID_VIDEO, MsgType.DATA_AMF0: CSID_DATA}
 
 
@@ -172,13 +173,20 @@ class Stream:
             self._invalidate_start()
         self._append(type_id, timestamp, payload, keyframe)
 
-    def on_metadata(self, timestamp: int, values: tuple[object, ...]) -> None:
-        """A data message; ``@setDataFrame`` is stripped as players expect plain onMetaData."""
+    def on_metadata(self, timestamp: int, values: tuple[object, ...], payload: bytes) -> None:
+        """A data message; ``@setDataFrame`` is stripped as players expect plain onMetaData.
+
+        The peer's own bytes are relayed: re-encoding decoded values would
+        expand AMF references exponentially (a 300-byte message into GBs).
+        """
         if values and values[0] == "@setDataFrame":
+            if not payload.startswith(_SET_DATA_FRAME):
+                return  # an odd encoding of the name: not worth guessing at
             values = values[1:]
+            payload = payload[len(_SET_DATA_FRAME) :]
         if not values or values[0] != "onMetaData":
             return
-        self.metadata = amf0.encode(*values)
+        self.metadata = payload
         self._invalidate_start()
         self._append(MsgType.DATA_AMF0, timestamp, self.metadata, False)
 

@@ -6,9 +6,10 @@ Invariants of :class:`ChunkDecoder`:
   consumed only once all of it is there, so feeding the same bytes whole,
   byte by byte or in pieces yields the same messages.
 * Memory is bounded by the limits, never by what the peer announces: the
-  chunk size only says how to split, a message may not exceed
-  ``max_message_size``, and at most ``max_chunk_streams`` chunk streams
-  may carry state at once.
+  chunk size only says how to split (and may not go below
+  ``min_chunk_size``), a message may not exceed ``max_message_size``,
+  unfinished messages together may not exceed ``max_partial_bytes``, and at
+  most ``max_chunk_streams`` chunk streams may carry state at once.
 * Set Chunk Size and Abort are applied here, the moment they complete,
   because the very next chunk depends on them; they are still returned as
   messages so the layers above can see them.
@@ -61,10 +62,18 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class ChunkLimits:
-    """What one peer may make us hold."""
+    """What one peer may make us hold.
+
+    ``max_partial_bytes`` bounds the unfinished messages of all chunk streams
+    together (otherwise 64 streams x one almost-complete 8 MiB message each
+    would hold 512 MiB); ``min_chunk_size`` keeps the per-chunk cost sane
+    (SRS refuses below 128 too).
+    """
 
     max_message_size: int = 8 << 20
     max_chunk_streams: int = 64
+    max_partial_bytes: int = 8 << 20
+    min_chunk_size: int = 128
 
 
 class _ChunkStream:
@@ -89,7 +98,7 @@ class _ChunkStream:
         self.stream_id = 0
         self.extended = False
         self.received = 0
-        self.parts: list[bytes] = []
+        self.parts = bytearray()  # the unfinished message, grown as chunks arrive
 
 
 class ChunkDecoder:
@@ -101,6 +110,7 @@ class ChunkDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._streams: dict[int, _ChunkStream] = {}
+        self._partial = 0  # bytes held in unfinished messages, all chunk streams
 
     @property
     def buffered(self) -> int:
@@ -226,18 +236,24 @@ class ChunkDecoder:
             cs.type_id = type_id
         if csid not in self._streams:
             self._streams[csid] = cs
-        chunk = bytes(buf[hend : hend + take])
-        self._pos = hend + take
+        end = hend + take
+        self._pos = end
         if cs.received + take < length:
-            cs.parts.append(chunk)
+            self._partial += take
+            if self._partial > self.limits.max_partial_bytes:
+                raise RemoteProtocolError(
+                    f"more than {self.limits.max_partial_bytes} bytes in unfinished messages"
+                )
+            cs.parts += buf[hend:end]
             cs.received += take
             return True
         if cs.parts:
-            cs.parts.append(chunk)
-            payload = b"".join(cs.parts)
-            cs.parts = []
+            cs.parts += buf[hend:end]
+            payload = bytes(cs.parts)
+            self._partial -= cs.received
+            cs.parts = bytearray()
         else:
-            payload = chunk
+            payload = bytes(buf[hend:end])
         cs.received = 0
         message = Message(cs.type_id, cs.stream_id, cs.timestamp, payload, csid)
         if message.type_id == MSG_SET_CHUNK_SIZE and message.stream_id == 0:
@@ -251,8 +267,10 @@ class ChunkDecoder:
         if len(payload) < 4:
             raise RemoteProtocolError("Set Chunk Size message shorter than 4 bytes")
         size = _U32.unpack_from(payload)[0]
-        if size & 0x80000000 or size < 1:
-            raise RemoteProtocolError(f"invalid chunk size {size}")
+        if size & 0x80000000 or size < self.limits.min_chunk_size:
+            raise RemoteProtocolError(
+                f"invalid chunk size {size} (at least {self.limits.min_chunk_size})"
+            )
         # A chunk size only says how payload is split; memory stays bounded
         # by max_message_size whatever the peer announces (2^31-1 included).
         self.chunk_size = size
@@ -261,8 +279,9 @@ class ChunkDecoder:
         if len(payload) < 4:
             raise RemoteProtocolError("Abort message shorter than 4 bytes")
         cs = self._streams.get(_U32.unpack_from(payload)[0])
-        if cs is not None:
-            cs.parts = []
+        if cs is not None and cs.received:
+            self._partial -= cs.received
+            cs.parts = bytearray()
             cs.received = 0
 
 

@@ -320,7 +320,9 @@ class _Connection:
         if message.type_id == MsgType.DATA_AMF3 and payload[:1] == b"\x00":
             payload = payload[1:]
         values = amf0.decode_all(payload)
-        self._events.append(DataReceived(message.stream_id, message.timestamp, tuple(values)))
+        self._events.append(
+            DataReceived(message.stream_id, message.timestamp, tuple(values), bytes(payload))
+        )
 
     def _on_aggregate(self, message: Message) -> None:
         payload = message.payload

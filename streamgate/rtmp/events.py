@@ -104,11 +104,16 @@ class MediaReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class DataReceived(Event):
-    """A data message (onMetaData, @setDataFrame, |RtmpSampleAccess, ...)."""
+    """A data message (onMetaData, @setDataFrame, |RtmpSampleAccess, ...).
+
+    ``payload`` is the AMF0 body as the peer sent it: relay it, never
+    re-encode ``values`` (AMF references make re-encoding exponential).
+    """
 
     stream_id: int
     timestamp: int
     values: tuple[Any, ...]
+    payload: bytes = field(default=b"", compare=False, repr=False)  # the raw form of values
 
 
 # ------------------------------------------------------------- client side

@@ -283,7 +283,7 @@ class RtmpSession(asyncio.Protocol):
     def _on_data(self, event: DataReceived) -> None:
         stream = self.publishing
         if stream is not None and event.stream_id == self.publish_sid:
-            stream.on_metadata(event.timestamp, event.values)
+            stream.on_metadata(event.timestamp, event.values, event.payload)
 
     def _on_stream_closed(self, event: StreamClosed) -> None:
         sid = event.stream_id

@@ -37,7 +37,7 @@ class RecordingSink:
     def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         self.media += 1
 
-    def link_data(self, timestamp: int, values: tuple[Any, ...]) -> None:
+    def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         self.calls.append(("data", values[0] if values else None))
 
     def link_missing(self, code: str, description: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streamgate.relay.clock import FakeClock
+from streamgate.rtmp import amf0
 from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.messages import MsgType
 from tests.relay.sinks import (
@@ -31,7 +32,8 @@ def publish_gop(stream: Stream, start: int, inters: int = 3) -> None:
 
 def test_new_player_starts_at_last_keyframe_with_headers_first() -> None:
     clock, stream = make()
-    stream.on_metadata(0, ("@setDataFrame", "onMetaData", {"width": 320.0}))
+    values = ("@setDataFrame", "onMetaData", {"width": 320.0})
+    stream.on_metadata(0, values, amf0.encode(*values))
     stream.on_media(V, 0, AVC_CONFIG)
     stream.on_media(A, 0, AAC_CONFIG)
     publish_gop(stream, 0)
@@ -196,3 +198,28 @@ def test_stream_records_codecs_and_keyframe_time() -> None:
     assert stream.video is not None and stream.video.codec == "h264"
     assert stream.audio is not None and stream.audio.codec == "aac"
     assert stream.last_keyframe == clock.now()
+
+
+def test_metadata_is_relayed_as_sent_never_re_encoded() -> None:
+    """AMF references share objects when decoded; re-encoding would expand them
+    exponentially (a few hundred bytes into gigabytes)."""
+    body = bytearray(amf0.encode("onMetaData"))
+    body += b"\x03" + b"\x00\x01k" + amf0.encode(1.0) + b"\x00\x00\x09"  # object 0
+    for i in range(1, 40):  # object i = {a: ref(i-1), b: ref(i-1)}
+        ref = b"\x07" + (i - 1).to_bytes(2, "big")
+        body += b"\x03\x00\x01a" + ref + b"\x00\x01b" + ref + b"\x00\x00\x09"
+    values = tuple(amf0.decode_all(bytes(body)))
+    clock, stream = make()
+    stream.on_metadata(0, values, bytes(body))
+    assert stream.metadata == bytes(body)
+    player = RecordingPlayer()
+    stream.add_player(player, 1)
+    assert player.payloads[0] == bytes(body)
+
+
+def test_set_data_frame_is_stripped_byte_exact() -> None:
+    clock, stream = make()
+    inner = amf0.encode("onMetaData", amf0.ECMAArray(width=320.0))
+    values = ("@setDataFrame", "onMetaData", amf0.ECMAArray(width=320.0))
+    stream.on_metadata(0, values, amf0.encode("@setDataFrame") + inner)
+    assert stream.metadata == inner

@@ -69,12 +69,17 @@ def with_chunk_size(chunk_size: int, body: bytes) -> bytes:
     return prefix + body
 
 
+# Round trips cover chunk sizes below the default floor of 128 (any size is
+# legal on the wire); the default refusal has its own test.
+ANY_CHUNK_SIZE = ChunkLimits(min_chunk_size=1)
+
+
 def decode(data: bytes, limits: ChunkLimits | None = None) -> list[Message]:
-    return ChunkDecoder(limits).receive_data(data)
+    return ChunkDecoder(limits or ANY_CHUNK_SIZE).receive_data(data)
 
 
 def decode_in_pieces(data: bytes, sizes: Iterator[int]) -> list[Message]:
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     out: list[Message] = []
     pos = 0
     while pos < len(data):
@@ -164,7 +169,7 @@ def test_encode_message_round_trips(chunk_size: int, size: int) -> None:
     timestamp = TIMESTAMPS[(chunk_size + size) % len(TIMESTAMPS)]
     payload = payload_of(size, size)
     data = with_chunk_size(chunk_size, encode_message(6, timestamp, VIDEO, 1, payload, chunk_size))
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     messages = without_control(decoder.receive_data(data))
     assert messages == [Message(VIDEO, 1, timestamp, payload, 6)]
     assert decoder.buffered == 0
@@ -297,7 +302,7 @@ def test_chunk_encoder_many_messages_on_several_chunk_streams() -> None:
 def test_set_chunk_size_applies_from_the_next_chunk() -> None:
     payload = payload_of(5000)
     data = set_chunk_size(4096) + encode_message(6, 0, VIDEO, 1, payload, 4096)
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     messages = decoder.receive_data(data)
     assert messages[0] == Message(1, 0, 0, struct.pack(">I", 4096), 2)  # still reported
     assert messages[1:] == [Message(VIDEO, 1, 0, payload, 6)]
@@ -315,7 +320,7 @@ def test_set_chunk_size_mid_message_applies_to_the_rest_of_it() -> None:
 
 
 def test_huge_chunk_size_allocates_nothing_large() -> None:
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     tracemalloc.start()
     try:
         messages = decoder.receive_data(set_chunk_size(0x7FFFFFFF))
@@ -345,7 +350,7 @@ def test_abort_discards_a_partial_message() -> None:
     first = encode_message(6, 0, VIDEO, 1, payload_of(300, 1), 128)
     replacement = payload_of(200, 2)
     data = first[: 12 + 128] + abort(6) + encode_message(6, 40, VIDEO, 1, replacement, 128)
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     messages = decoder.receive_data(data)
     assert messages == [
         Message(2, 0, 0, struct.pack(">I", 6), 2),
@@ -362,7 +367,7 @@ def test_abort_of_an_idle_or_unknown_chunk_stream_is_harmless() -> None:
 def test_set_chunk_size_on_a_media_stream_id_is_not_applied() -> None:
     # Only protocol control on message stream 0 changes the chunk size.
     odd = encode_message(2, 0, 1, 1, struct.pack(">I", 10), 128)
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     decoder.receive_data(odd)
     assert decoder.chunk_size == DEFAULT_CHUNK_SIZE
 
@@ -417,12 +422,34 @@ def test_compressed_header_on_a_new_chunk_stream_is_refused(fmt: int) -> None:
 
 @pytest.mark.parametrize("fmt", [0, 1, 2])
 def test_new_message_header_inside_an_unfinished_message_is_refused(fmt: int) -> None:
-    decoder = ChunkDecoder()
+    decoder = ChunkDecoder(ANY_CHUNK_SIZE)
     decoder.receive_data(encode_message(6, 0, VIDEO, 1, bytes(300), 128)[: 12 + 128])
     header = encode_message(6, 0, VIDEO, 1, bytes(300), 128)[:12]
     header = bytes([fmt << 6 | 6]) + header[1 : 1 + (11, 7, 3)[fmt]]
     with pytest.raises(RemoteProtocolError, match="unfinished"):
         decoder.receive_data(header + bytes(128))
+
+
+@pytest.mark.parametrize("size", [1, 64, 127])
+def test_chunk_sizes_below_128_are_refused_by_default(size: int) -> None:
+    """One byte per chunk would cost ~40 bytes of memory and 2 us of CPU per byte."""
+    with pytest.raises(RemoteProtocolError, match="at least 128"):
+        ChunkDecoder().receive_data(set_chunk_size(size))
+    decoder = ChunkDecoder()
+    decoder.receive_data(set_chunk_size(128))
+    assert decoder.chunk_size == 128
+
+
+def test_unfinished_messages_are_bounded_per_connection() -> None:
+    limits = ChunkLimits(max_message_size=1000, max_partial_bytes=2500)
+    decoder = ChunkDecoder(limits)
+    partial = b"".join(
+        bytes([csid]) + b"\x00\x00\x00" + (1000).to_bytes(3, "big") + b"\x09" + bytes(4)
+        + bytes(128)
+        for csid in range(3, 60)
+    )
+    with pytest.raises(RemoteProtocolError, match="unfinished messages"):
+        decoder.receive_data(partial)
 
 
 @pytest.mark.parametrize("size", [0, 0x80000000, 0xFFFFFFFF])
