@@ -41,7 +41,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streamgate.edge.origins import Origin, Refusal
-from streamgate.relay.clock import TimerHandle
+from streamgate.relay.clock import TimerHandle, notify
 from streamgate.relay.stream import Stream
 from streamgate.rtmp.messages import Status
 from streamgate.shield import Backoff
@@ -258,7 +258,9 @@ class Ingest:
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             waiter.ingest = None
-            waiter.on_ready(self.stream)
+            notify(waiter.on_ready, self.stream)
+        if self.state is IngestState.LIVE and self.stream.player_count == 0:
+            self._players_gone()  # every waiter had left by now: linger, then close
 
     def link_missing(self, code: str, description: str) -> None:
         if self.origin is not None:
@@ -379,7 +381,7 @@ class Ingest:
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             waiter.ingest = None
-            waiter.on_refused(code, description)
+            notify(waiter.on_refused, code, description)
 
     def _finish(self, code: str, description: str) -> None:
         """End for everyone: waiting players refused, attached players told ``code``."""

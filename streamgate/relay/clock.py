@@ -1,14 +1,27 @@
-"""The clock the relay logic runs on: the event loop in production, a fake in tests."""
+"""The clock the relay logic runs on (the event loop in production, a fake in tests),
+and the one way it calls other parties back."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Clock", "FakeClock", "LoopClock", "TimerHandle"]
+__all__ = ["Clock", "FakeClock", "LoopClock", "TimerHandle", "notify"]
+
+log = logging.getLogger("streamgate.relay")
+
+
+def notify(callback: Callable[..., None], *args: Any) -> None:
+    """Call one party back; its failure is logged and stays its own, never the caller's
+    (a waiter that broke must not take down a publisher, a link or other waiters)."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("callback %r failed", callback)
 
 
 class TimerHandle(Protocol):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from streamgate.errors import StreamgateError
-from streamgate.relay.clock import Clock, TimerHandle
+from streamgate.relay.clock import Clock, TimerHandle, notify
 from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.messages import Status
 
@@ -82,7 +82,7 @@ class StreamHub:
         self._publishers[stream] = publisher
         for waiter in self._waiters.pop(key, []):
             self._settle(waiter)
-            waiter.on_ready(stream)
+            notify(waiter.on_ready, stream)
         return stream
 
     def unpublish(self, stream: Stream, code: str = Status.PLAY_UNPUBLISH_NOTIFY) -> None:

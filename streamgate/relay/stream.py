@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamgate.relay.clock import Clock, TimerHandle
+from streamgate.relay.clock import Clock, TimerHandle, notify
 from streamgate.rtmp import amf0
 from streamgate.rtmp.chunk import encode_message
 from streamgate.rtmp.media import (
@@ -97,6 +97,7 @@ class _Group:
         "gop_bytes",
         "gop_pending",
         "kf_index",
+        "kf_timestamp",
         "live",
         "pending",
         "skipping",
@@ -110,6 +111,7 @@ class _Group:
         self.skipping: set[Player] = set()
         self.pending: list[bytes] = []
         self.kf_index = -1  # index in pending of the first keyframe, -1 if none
+        self.kf_timestamp = 0
         self.gop_bytes: list[bytes] = []
         self.gop_pending = 0
         self.start_cache: bytes | None = None
@@ -215,6 +217,7 @@ class Stream:
             data = encode_message(csid, timestamp, type_id, group.stream_id, payload, chunk_size)
             if keyframe and group.kf_index < 0:
                 group.kf_index = len(group.pending)
+                group.kf_timestamp = timestamp
             group.pending.append(data)
             if in_gop:
                 if keyframe:
@@ -239,74 +242,95 @@ class Stream:
             if not pending:
                 continue
             data = pending[0] if len(pending) == 1 else b"".join(pending)
-            # A snapshot: the transport may call pause_writing() from inside
-            # write(), which moves that player out of ``live``.
-            for write in tuple(group.live.values()):
-                write(data)
-            if group.skipping:
-                self._serve_skipping(group, data)
-            pending.clear()
+            kf_index, kf_timestamp = group.kf_index, group.kf_timestamp
+            offsets = [len(p) for p in pending[:kf_index]] if kf_index > 0 else []
+            # Reset before writing: nothing a write triggers can see a stale batch.
+            group.pending = []
             group.gop_pending = 0
             group.kf_index = -1
+            # A snapshot: the transport may call pause_writing() from inside
+            # write(), which moves that player out of ``live``.
+            for player, write in tuple(group.live.items()):
+                try:
+                    write(data)
+                except Exception:  # a transport that is already gone: lose only it
+                    self._write_failed(player)
+            if group.skipping:
+                self._serve_skipping(group, data, kf_index, sum(offsets), kf_timestamp)
 
-    def _serve_skipping(self, group: _Group, data: bytes) -> None:
+    def _serve_skipping(
+        self, group: _Group, data: bytes, kf_index: int, kf_offset: int, kf_timestamp: int
+    ) -> None:
+        """Resume skipping players that drained, at this batch's first keyframe
+        (at once for a stream without video); drop those congested too long."""
         now = self.clock.now()
-        kf = group.kf_index
+        audio_only = self.video_config is None and self.last_keyframe is None
         resume: bytes | None = None
         for player in list(group.skipping):
             if player.paused_since is None:
-                if kf < 0:
+                if kf_index < 0 and not audio_only:
                     continue
                 if resume is None:
-                    offset = sum(len(p) for p in group.pending[:kf])
-                    resume = self._start_bytes(group, with_gop=False) + data[offset:]
+                    if kf_index < 0:
+                        resume = self._header_bytes(group, self.last_timestamp) + data
+                    else:
+                        resume = self._header_bytes(group, kf_timestamp) + data[kf_offset:]
                 group.skipping.discard(player)
                 group.live[player] = player.write
-                player.write(resume)
+                try:
+                    player.write(resume)
+                except Exception:
+                    self._write_failed(player)
             elif now - player.paused_since > self.settings.slow_player_timeout:
                 self.remove_player(player)
                 self.dropped_players += 1
                 player.sink.drop("could not keep up with the stream")
 
+    def _write_failed(self, player: Player) -> None:
+        self.remove_player(player)
+        player.sink.drop("its connection is gone")
+
     def _invalidate_start(self) -> None:
         for group in self.groups.values():
             group.start_cache = None
 
-    def _start_bytes(self, group: _Group, with_gop: bool = True) -> bytes:
-        """Metadata and sequence headers, then (optionally) the cached GOP.
+    def _start_bytes(self, group: _Group) -> bytes:
+        """Metadata and sequence headers, then the cached GOP (for a new player).
 
         Headers are stamped with the GOP's first timestamp so a new player
         sees monotonic timestamps from its first message.
         """
         if group.start_cache is None:
             ts = self.gop[0][1] if self.gop else self.last_timestamp
-            chunk_size = self.settings.chunk_size
-            sid = group.stream_id
-            parts = []
-            if self.metadata is not None:
-                # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
-                # time into a spurious data stream.
-                parts.append(
-                    encode_message(CSID_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size)
-                )
-            if self.video_config is not None:
-                parts.append(
-                    encode_message(
-                        CSID_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
-                    )
-                )
-            if self.audio_config is not None:
-                parts.append(
-                    encode_message(
-                        CSID_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
-                    )
-                )
-            group.start_cache = b"".join(parts)
-        if not with_gop:
-            return group.start_cache
+            group.start_cache = self._header_bytes(group, ts)
         gop = group.gop_bytes
         upto = len(gop) - group.gop_pending
         return group.start_cache + b"".join(gop[:upto])
+
+    def _header_bytes(self, group: _Group, ts: int) -> bytes:
+        """Metadata and sequence headers, the media ones stamped ``ts``."""
+        chunk_size = self.settings.chunk_size
+        sid = group.stream_id
+        parts = []
+        if self.metadata is not None:
+            # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
+            # time into a spurious data stream.
+            parts.append(
+                encode_message(CSID_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size)
+            )
+        if self.video_config is not None:
+            parts.append(
+                encode_message(
+                    CSID_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
+                )
+            )
+        if self.audio_config is not None:
+            parts.append(
+                encode_message(
+                    CSID_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
+                )
+            )
+        return b"".join(parts)
 
     # ------------------------------------------------------------ players
 
@@ -371,4 +395,4 @@ class Stream:
         players = [p for g in self.groups.values() for p in (*g.live, *g.skipping)]
         self.groups.clear()
         for player in players:
-            player.sink.stream_ended(code, description)
+            notify(player.sink.stream_ended, code, description)

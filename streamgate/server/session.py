@@ -60,6 +60,7 @@ class RtmpSession(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.closed = False
+        self.paused = False  # the transport asked us to stop writing
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -84,9 +85,14 @@ class RtmpSession(asyncio.Protocol):
             return
         try:
             events = conn.receive_data(data)
+            handlers = self._handlers
             while events:
                 for event in events:
-                    self._handlers[type(event)](self, event)
+                    if self.closed:
+                        return  # a refusal closed us: what follows is moot
+                    handler = handlers.get(type(event))
+                    if handler is not None:
+                        handler(self, event)
                 events = conn.take_events()  # released by an answer (e.g. accept_connect)
         except ProtocolError as exc:
             self._fail(exc)
@@ -119,10 +125,12 @@ class RtmpSession(asyncio.Protocol):
             self.ctx.hub.unpublish(stream)
 
     def pause_writing(self) -> None:
+        self.paused = True
         for stream, player in self.playing.values():
             stream.player_paused(player)
 
     def resume_writing(self) -> None:
+        self.paused = False
         for stream, player in self.playing.values():
             stream.player_resumed(player)
 
@@ -180,15 +188,14 @@ class RtmpSession(asyncio.Protocol):
         if self.conn is not None:
             for sid in list(self.playing):
                 self.conn.end_stream(sid, code, description)
-        self.playing.clear()
-        self.close()
+        self.close()  # detaches from every stream, the ended one included
 
     def drop(self, reason: str) -> None:
         """PlayerSink: too slow. Its buffer is full, so there is nobody to tell."""
         log.info("conn %d %s: dropped: %s", self.id, self.peer, reason)
         self.ctx.counters["slow_players_dropped"] += 1
-        self.playing.clear()
         self.closed = True
+        self._detach()
         if self.transport is not None:
             self.transport.abort()
 
@@ -245,7 +252,7 @@ class RtmpSession(asyncio.Protocol):
 
         def ready(stream: Stream) -> None:
             self.waiting.pop(sid, None)
-            if not self.closed:
+            if not self.closed and sid in conn.streams:
                 self._start_play(sid, stream)
 
         def refused(code: str, description: str) -> None:
@@ -273,6 +280,8 @@ class RtmpSession(asyncio.Protocol):
         assert self.transport is not None
         player = stream.add_player(self, sid, self.transport.write)
         self.playing[sid] = (stream, player)
+        if self.paused:  # the start bytes alone filled the socket: pause_writing came early
+            stream.player_paused(player)
         log.info("conn %d %s: playing %s/%s", self.id, self.peer, stream.app, stream.name)
 
     def _on_media(self, event: MediaReceived) -> None:
@@ -293,6 +302,9 @@ class RtmpSession(asyncio.Protocol):
         entry = self.playing.pop(sid, None)
         if entry is not None:
             entry[0].remove_player(entry[1])
+        waiting = self.waiting.pop(sid, None)
+        if waiting is not None:
+            self.ctx.source.cancel_play(*waiting)
 
     def _on_ignored(self, event: Event) -> None:
         pass

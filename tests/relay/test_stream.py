@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from streamgate.relay.clock import FakeClock
-from streamgate.rtmp import amf0
 from streamgate.relay.stream import FanoutSettings, Stream
+from streamgate.rtmp import amf0
 from streamgate.rtmp.messages import MsgType
 from tests.relay.sinks import (
     AAC_CONFIG,
@@ -223,3 +223,55 @@ def test_set_data_frame_is_stripped_byte_exact() -> None:
     values = ("@setDataFrame", "onMetaData", amf0.ECMAArray(width=320.0))
     stream.on_metadata(0, values, amf0.encode("@setDataFrame") + inner)
     assert stream.metadata == inner
+
+
+class BrokenPlayer(RecordingPlayer):
+    def write(self, data: bytes) -> None:
+        if self.writes:
+            raise RuntimeError("transport is closed")
+        super().write(data)
+
+
+def test_a_failing_write_drops_only_that_player() -> None:
+    clock, stream = make()
+    good, broken = RecordingPlayer(), BrokenPlayer()
+    stream.add_player(broken, 1)
+    stream.add_player(good, 1)
+    publish_gop(stream, 0, inters=1)
+    clock.advance(0.05)
+    publish_gop(stream, 1000, inters=1)
+    clock.advance(0.05)
+    assert broken.dropped is not None
+    assert [m.timestamp for m in good.messages] == [0, 0, 40, 1000, 1000, 1040]
+    assert stream.player_count == 1
+
+
+def test_audio_only_stream_resumes_a_drained_player() -> None:
+    clock, stream = make()
+    player = RecordingPlayer()
+    handle = stream.add_player(player, 1)
+    stream.on_media(A, 0, AAC_CONFIG)
+    stream.player_paused(handle)
+    stream.on_media(A, 20, AAC_RAW)
+    clock.advance(0.05)
+    stream.player_resumed(handle)
+    stream.on_media(A, 40, AAC_RAW)
+    clock.advance(0.05)
+    got = [(m.timestamp, m.payload[:2]) for m in player.messages]
+    assert got[-2:] == [(40, AAC_CONFIG[:2]), (40, AAC_RAW[:2])]  # headers again, then live
+
+
+def test_resume_headers_carry_the_resuming_keyframes_timestamp() -> None:
+    clock, stream = make()
+    stream.on_media(V, 0, AVC_CONFIG)
+    player = RecordingPlayer()
+    handle = stream.add_player(player, 1)
+    stream.player_paused(handle)
+    clock.advance(0.05)
+    stream.player_resumed(handle)
+    for ts in (1000, 1020, 1040):  # an all-intra batch
+        stream.on_media(V, ts, AVC_KEY)
+    clock.advance(0.05)
+    stamps = [m.timestamp for m in player.messages]
+    assert stamps == sorted(stamps), stamps
+    assert stamps[-4:] == [1000, 1000, 1020, 1040]

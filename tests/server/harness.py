@@ -101,6 +101,10 @@ class ServerThread:
         """Run a coroutine on the server loop (e.g. an in-process RTMP client)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    async def run_async(self, coro: Any) -> Any:
+        """Await a coroutine on this server's loop from another loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
     def players(self, name: str, app: str = "live") -> int:
         def count() -> int:
             assert self.ctx is not None

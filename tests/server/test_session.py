@@ -1,0 +1,179 @@
+"""Session lifecycle edge cases over real sockets: multi-stream players, waits,
+pipelined commands, stray control messages."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from streamgate.client import RtmpClient, _Protocol, parse_rtmp_url
+from streamgate.rtmp.events import MediaReceived
+from streamgate.rtmp.messages import MsgType, Status, UserControl, user_control
+from tests.server.harness import ServerThread
+from tests.server.test_hostile import INTER, KEY
+
+
+async def publisher(srv: ServerThread, name: str) -> tuple[RtmpClient, int]:
+    client = await RtmpClient.open(srv.url(name))
+    sid = await client.publish()
+    await client.wait_status(Status.PUBLISH_START)
+    return client, sid
+
+
+async def player(srv: ServerThread, name: str) -> RtmpClient:
+    client = await RtmpClient.open(srv.url(name))
+    await client.play()
+    await client.wait_status(Status.PLAY_START)
+    return client
+
+
+async def drain_media(client: RtmpClient, quiet: float = 0.3) -> list[int]:
+    stamps = []
+    try:
+        while True:
+            event = await asyncio.wait_for(client.next_event(), quiet)
+            if isinstance(event, MediaReceived):
+                stamps.append(event.timestamp)
+    except (TimeoutError, ConnectionError):
+        pass
+    return stamps
+
+
+def test_one_stream_ending_on_a_multi_stream_player_leaks_nothing() -> None:
+    with ServerThread(rtmp={"merge_ms": 0}) as srv:
+
+        async def scenario() -> tuple[list[int], list[int], int]:
+            pub_a, sid_a = await publisher(srv, "a")
+            pub_b, sid_b = await publisher(srv, "b")
+            h1 = await player(srv, "b")
+            multi = await RtmpClient.open(srv.url("b"))
+            await multi.play("b")
+            await multi.play("a")
+            await asyncio.sleep(0.2)
+            h2 = await player(srv, "b")
+            pub_a.close()  # a's publisher leaves: the multi-stream player is ended
+            await asyncio.sleep(0.3)
+            for i in range(20):
+                pub_b.send_media(sid_b, MsgType.VIDEO, i * 40, (KEY if i == 0 else INTER) + bytes(50))
+            got1, got2 = await drain_media(h1), await drain_media(h2)
+            stream = srv.ctx.hub.get("live", "b")  # type: ignore[union-attr]
+            count = stream.player_count if stream is not None else -1
+            for c in (pub_b, h1, h2, multi):
+                c.close()
+            await asyncio.sleep(0.05)
+            return got1, got2, count
+
+        got1, got2, count = srv.run(scenario())
+        expected = [i * 40 for i in range(20)]
+        assert got1 == expected  # no duplicates, no gaps
+        assert got2 == expected
+        assert count == 2  # the ended player left b too
+
+
+def test_delete_stream_while_waiting_then_publisher_arrives() -> None:
+    with ServerThread(origin={"play_wait": 5.0}) as srv:
+
+        async def scenario() -> tuple[str, list[str]]:
+            quitter = await RtmpClient.open(srv.url("w"))
+            sid = await quitter.play("w")
+            await asyncio.sleep(0.1)
+            quitter.conn.delete_stream(sid)
+            quitter._flush()
+            patient = await RtmpClient.open(srv.url("w"))
+            await patient.play("w")
+            await asyncio.sleep(0.2)
+            pub, _ = await publisher(srv, "w")  # must not be hurt by the quitter
+            status = await patient.wait_status(timeout=5)
+            statuses = [status.code]
+            for c in (quitter, patient, pub):
+                c.close()
+            await asyncio.sleep(0.05)
+            return "ok", statuses
+
+        _, statuses = srv.run(scenario())
+        assert statuses == [Status.PLAY_RESET]  # the patient waiter is served
+        assert srv.call(lambda: srv.ctx.counters["protocol_errors"]) == 0  # type: ignore[union-attr]
+
+
+def test_stray_user_control_from_a_client_is_ignored() -> None:
+    with ServerThread() as srv:
+
+        async def scenario() -> list[str]:
+            pub, sid = await publisher(srv, "u")
+            client = await RtmpClient.open(srv.url("u"))
+            for event in (UserControl.STREAM_BEGIN, UserControl.STREAM_EOF, UserControl.STREAM_DRY):
+                client.conn._send_control(MsgType.USER_CONTROL, user_control(event, 1))
+            await client.play()
+            status = await client.wait_status(Status.PLAY_START, timeout=5)
+            client.close()
+            pub.close()
+            await asyncio.sleep(0.05)
+            return [status.code]
+
+        assert srv.run(scenario()) == [Status.PLAY_START]
+
+
+def test_edge_drops_commands_after_its_refusal_closed_the_session() -> None:
+    """publish (refused on an edge, which closes) and play pipelined in one read."""
+    with ServerThread() as origin:
+        edge = ServerThread(
+            mode="edge",  # type: ignore[arg-type]
+            edge={"origins": [f"rtmp://127.0.0.1:{origin.port}"], "linger": 0.2},
+        ).start()
+        try:
+
+            async def scenario() -> int:
+                source, sid = await origin.run_async(publisher(origin, "pinned"))
+                for i in range(3):
+                    source.send_media(sid, MsgType.VIDEO, i * 40, KEY + bytes(10))
+                client = await RtmpClient.open(edge.url("x"))
+                client.conn.create_stream()
+                client.conn.create_stream()
+                await asyncio.sleep(0.2)
+                client.conn.publish(1, "x")
+                client.conn.play(2, "pinned")
+                client._flush()
+                for i in range(3, 40):  # the origin stream stays live meanwhile
+                    source.send_media(sid, MsgType.VIDEO, i * 40, INTER + bytes(10))
+                    await asyncio.sleep(0.05)
+                client.close()
+                source.close()
+                return len(edge.ctx.edge.ingests)  # type: ignore[union-attr]
+
+            assert edge.run(scenario()) == 0
+        finally:
+            edge.stop()
+
+
+def test_player_congested_by_its_first_write_is_still_dropped() -> None:
+    rtmp = {"merge_ms": 20, "slow_player_timeout": 1.0, "player_buffer": 65536}
+    with ServerThread(rtmp=rtmp) as srv:
+
+        async def scenario() -> int:
+            pub, sid = await publisher(srv, "big")
+            pub.conn.set_chunk_size(65536)
+            pub.send_media(sid, MsgType.VIDEO, 0, KEY + bytes(6_000_000))  # a huge GOP start
+            await asyncio.sleep(0.5)
+            slow = RtmpClient(parse_rtmp_url(srv.url("big")))
+            loop = asyncio.get_running_loop()
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", srv.port))
+            transport, _ = await loop.create_connection(lambda: _Protocol(slow), sock=sock)
+            slow.transport = transport
+            slow.conn.connect()
+            slow._flush()
+            await slow.next_event()
+            await slow.play()
+            transport.pause_reading()  # reads nothing more: the GOP start alone congests it
+            for i in range(1, 60):
+                pub.send_media(sid, MsgType.VIDEO, i * 40, INTER + bytes(20_000))
+                await asyncio.sleep(0.05)
+            dropped = srv.ctx.counters["slow_players_dropped"]  # type: ignore[union-attr]
+            pub.close()
+            slow.close()
+            await asyncio.sleep(0.05)
+            return dropped
+
+        assert srv.run(scenario(), timeout=60) == 1
