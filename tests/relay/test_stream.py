@@ -209,7 +209,7 @@ def test_metadata_is_relayed_as_sent_never_re_encoded() -> None:
         ref = b"\x07" + (i - 1).to_bytes(2, "big")
         body += b"\x03\x00\x01a" + ref + b"\x00\x01b" + ref + b"\x00\x00\x09"
     values = tuple(amf0.decode_all(bytes(body)))
-    clock, stream = make()
+    _clock, stream = make()
     stream.on_metadata(0, values, bytes(body))
     assert stream.metadata == bytes(body)
     player = RecordingPlayer()
@@ -218,7 +218,7 @@ def test_metadata_is_relayed_as_sent_never_re_encoded() -> None:
 
 
 def test_set_data_frame_is_stripped_byte_exact() -> None:
-    clock, stream = make()
+    _clock, stream = make()
     inner = amf0.encode("onMetaData", amf0.ECMAArray(width=320.0))
     values = ("@setDataFrame", "onMetaData", amf0.ECMAArray(width=320.0))
     stream.on_metadata(0, values, amf0.encode("@setDataFrame") + inner)

@@ -43,7 +43,7 @@ def test_one_stream_ending_on_a_multi_stream_player_leaks_nothing() -> None:
     with ServerThread(rtmp={"merge_ms": 0}) as srv:
 
         async def scenario() -> tuple[list[int], list[int], int]:
-            pub_a, sid_a = await publisher(srv, "a")
+            pub_a, _sid_a = await publisher(srv, "a")
             pub_b, sid_b = await publisher(srv, "b")
             h1 = await player(srv, "b")
             multi = await RtmpClient.open(srv.url("b"))
@@ -54,7 +54,8 @@ def test_one_stream_ending_on_a_multi_stream_player_leaks_nothing() -> None:
             pub_a.close()  # a's publisher leaves: the multi-stream player is ended
             await asyncio.sleep(0.3)
             for i in range(20):
-                pub_b.send_media(sid_b, MsgType.VIDEO, i * 40, (KEY if i == 0 else INTER) + bytes(50))
+                frame = (KEY if i == 0 else INTER) + bytes(50)
+                pub_b.send_media(sid_b, MsgType.VIDEO, i * 40, frame)
             got1, got2 = await drain_media(h1), await drain_media(h2)
             stream = srv.ctx.hub.get("live", "b")  # type: ignore[union-attr]
             count = stream.player_count if stream is not None else -1
@@ -99,7 +100,7 @@ def test_stray_user_control_from_a_client_is_ignored() -> None:
     with ServerThread() as srv:
 
         async def scenario() -> list[str]:
-            pub, sid = await publisher(srv, "u")
+            pub, _sid = await publisher(srv, "u")
             client = await RtmpClient.open(srv.url("u"))
             for event in (UserControl.STREAM_BEGIN, UserControl.STREAM_EOF, UserControl.STREAM_DRY):
                 client.conn._send_control(MsgType.USER_CONTROL, user_control(event, 1))
