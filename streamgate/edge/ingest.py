@@ -116,6 +116,8 @@ class Ingest:
         self.link_started: float | None = None
         self._open_link = 0  # number of the link reports are accepted from; 0: none
         self._verdict = False  # whether this link's outcome was told to the breaker
+        self._probe = False  # whether this link is its breaker's half-open probe
+        self._outage_since: float | None = None  # first loss not yet followed by stability
         self._tried: set[int] = set()
         self._link_has_media = False
         self._offset = 0
@@ -129,6 +131,7 @@ class Ingest:
         self._linger_timer: TimerHandle | None = None
         self._grace_timer: TimerHandle | None = None
         self._retry_timer: TimerHandle | None = None
+        self._stable_timer: TimerHandle | None = None
 
     # ------------------------------------------------------------ players
 
@@ -169,8 +172,9 @@ class Ingest:
     # ------------------------------------------------------------ linking
 
     def start(self) -> None:
-        """Open the first link; the start timer bounds the whole start-up."""
-        self._start_timer = self.clock.call_later(self.settings.start_timeout, self._start_timeout)
+        """Open the first link. Reaching the origin is bounded by the link's own
+        connect/reply timeouts (a failure that fails over); the start timer
+        runs from the origin's answer to the first media."""
         self._attempt()
 
     def _attempt(self) -> None:
@@ -179,22 +183,17 @@ class Ingest:
             self.hub.count_refusal(choice.reason)
             self._no_origin(choice)
             return
-        self.origin = choice
-        self._tried.add(self.hub.pool.index(choice))
+        self.origin = choice.origin
+        self._probe = choice.probe
+        self._tried.add(self.hub.pool.index(choice.origin))
         self._link_has_media = False
         self._verdict = False
         self.links_opened += 1
         self._open_link = self.links_opened
         self.link_started = self.clock.now()
-        self.hub.count_connect(choice)
-        if self.state is IngestState.RECONNECTING:
-            # Each reconnect link must bring media in time, like the first one.
-            self._cancel("_start_timer")
-            self._start_timer = self.clock.call_later(
-                self.settings.start_timeout, self._start_timeout
-            )
+        self.hub.count_connect(choice.origin)
         self.link = self.hub.connector.open(
-            choice, self.app, self.upstream_name, _Sink(self, self.links_opened)
+            choice.origin, self.app, self.upstream_name, _Sink(self, self.links_opened)
         )
 
     def _no_origin(self, refusal: Refusal) -> None:
@@ -215,7 +214,7 @@ class Ingest:
         link.close()
         if self.origin is not None:
             self.hub.pool.release(self.origin)
-            if not self._verdict:
+            if self._probe and not self._verdict:
                 self.origin.breaker.release()  # an abandoned probe must not block the next
 
     def _origin_ok(self) -> None:
@@ -227,6 +226,16 @@ class Ingest:
 
     def link_playing(self) -> None:
         self._origin_ok()
+        if not self._link_has_media and self.state in (
+            IngestState.STARTING,
+            IngestState.RECONNECTING,
+        ):
+            # The origin took the play: now it has start_timeout to send media
+            # (SRS answers Play.Start for a missing stream and then says nothing).
+            self._cancel("_start_timer")
+            self._start_timer = self.clock.call_later(
+                self.settings.start_timeout, self._start_timeout
+            )
 
     def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         if not self._link_has_media:
@@ -244,15 +253,24 @@ class Ingest:
         self._link_has_media = True
         self._origin_ok()
         self._cancel("_start_timer")
-        self._cancel("_grace_timer")
         self._cancel("_retry_timer")
-        self.backoff.reset()
         self._tried.clear()
+        if self._outage_since is not None:
+            # Back, but a flapping origin must not reset the backoff and the
+            # grace with every brief link: only a link that stays does.
+            self._stable_timer = self.clock.call_later(_STABLE_AFTER, self._link_stable)
         if self._last_out is not None:
             # A new link starts its own clock: continue after what players saw.
             self._offset = self._last_out + 1 - timestamp
         self.state = IngestState.LIVE
         self._arm_idle()
+
+    def _link_stable(self) -> None:
+        self._stable_timer = None
+        if self.state in (IngestState.LIVE, IngestState.LINGER):
+            self._outage_since = None
+            self.backoff.reset()
+            self._cancel("_grace_timer")
 
     def _serve_waiters(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -303,11 +321,21 @@ class Ingest:
                 self._end(description)
                 return
             if self.state is IngestState.LIVE:
+                now = self.clock.now()
+                if self._outage_since is None:
+                    self._outage_since = now
+                left = self.settings.reconnect_grace - (now - self._outage_since)
+                if left <= 0:  # it keeps coming back only to drop again
+                    self._finish(
+                        Status.PLAY_FAILED,
+                        f"origin unstable for {self.settings.reconnect_grace:g} s",
+                    )
+                    return
                 self.state = IngestState.RECONNECTING
                 self._cancel("_idle_timer")
-                self._grace_timer = self.clock.call_later(
-                    self.settings.reconnect_grace, self._grace_over
-                )
+                self._cancel("_stable_timer")
+                if self._grace_timer is None:
+                    self._grace_timer = self.clock.call_later(left, self._grace_over)
             self._schedule_retry()
         elif self.state is IngestState.LINGER:
             self._end(description)
@@ -414,7 +442,18 @@ class Ingest:
         self._finish(code, description)
 
 
-_TIMERS = ("_start_timer", "_idle_timer", "_linger_timer", "_grace_timer", "_retry_timer")
+_TIMERS = (
+    "_start_timer",
+    "_idle_timer",
+    "_linger_timer",
+    "_grace_timer",
+    "_retry_timer",
+    "_stable_timer",
+)
+
+# Seconds a re-established link must carry media before the outage is over
+# (backoff and grace reset): a flapping origin is not a recovered one.
+_STABLE_AFTER = 5.0
 
 
 class _Sink:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from streamgate.client import RtmpUrl
 from streamgate.shield import BreakerState, CircuitBreaker, RateWindow
 
-__all__ = ["Origin", "OriginPool", "Refusal", "parse_origin"]
+__all__ = ["Lease", "Origin", "OriginPool", "Refusal", "parse_origin"]
 
 
 def parse_origin(url: str) -> tuple[str, int]:
@@ -65,6 +65,14 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """An origin granted for one link; ``probe``: it is the breaker's half-open probe."""
+
+    origin: Origin
+    probe: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why no origin could be used now; ``reason`` is a metrics label."""
 
@@ -99,7 +107,7 @@ class OriginPool:
             ]
         )
 
-    def acquire(self, now: float, exclude: frozenset[int] = frozenset()) -> Origin | Refusal:
+    def acquire(self, now: float, exclude: frozenset[int] = frozenset()) -> Lease | Refusal:
         """The first usable origin, in order, skipping ``exclude`` (indexes already tried).
 
         Taking an origin counts a connect against its rate and a link against
@@ -116,6 +124,7 @@ class OriginPool:
                     "max_upstreams", f"origin {origin.address}: upstream link limit reached"
                 )
                 continue
+            probe = origin.breaker.current(now) is BreakerState.HALF_OPEN
             if not origin.breaker.allow(now):
                 refusal = refusal or Refusal(
                     "breaker_open", f"origin {origin.address} is failing (circuit open)"
@@ -123,14 +132,15 @@ class OriginPool:
                 continue
             if not origin.connect_rate.try_take(now):
                 origin.rate_limited += 1
-                origin.breaker.release()
+                if probe:
+                    origin.breaker.release()
                 refusal = refusal or Refusal(
                     "connect_rate", f"origin {origin.address}: connect rate limit reached"
                 )
                 continue
             origin.links += 1
             origin.connects += 1
-            return origin
+            return Lease(origin, probe)
         return refusal or Refusal("no_origin", "no origin is configured")
 
     def index(self, origin: Origin) -> int:

@@ -145,6 +145,8 @@ class UpstreamLink:
             self._fail(f"TCP connect to {self.host}:{self.port} timed out", connect=True)
         except OSError as exc:
             self._fail(f"{self.host}:{self.port}: {exc.strerror or exc}", connect=True)
+        except (ValueError, UnicodeError) as exc:  # an address the resolver refuses
+            self._fail(f"{self.host}:{self.port}: {exc}", connect=True)
         finally:
             self._task = None
 
@@ -252,10 +254,20 @@ class UpstreamLink:
         self.sink.link_missing(Status.PLAY_FAILED, f"origin refused: {description}")
 
     def _follow(self, redirect: str) -> None:
-        parts = urlsplit(redirect)
-        if parts.scheme != "rtmp" or not parts.hostname:
+        # Validate everything before changing any state: a bad redirect must end
+        # the link with an answer, not leave it half-switched and silent.
+        try:
+            parts = urlsplit(redirect)
+            host = parts.hostname
+            port = parts.port or 1935
+            if parts.scheme != "rtmp" or not host:
+                raise ValueError("not rtmp://host")
+            host.encode("idna")
+        except (ValueError, UnicodeError):
             self.close()
-            self.sink.link_missing(Status.PLAY_FAILED, f"origin redirect unusable: {redirect}")
+            self.sink.link_missing(
+                Status.PLAY_FAILED, f"origin redirect unusable: {redirect[:200]!r}"
+            )
             return
         log.info("upstream %s: redirected to %s", self.where, redirect)
         if self.transport is not None:
@@ -265,8 +277,8 @@ class UpstreamLink:
         self.conn = None
         self.generation += 1
         self.redirects += 1
-        self.host = parts.hostname
-        self.port = parts.port or 1935
+        self.host = host
+        self.port = port
         self.app = parts.path.strip("/").split("/")[0] or self.app
         self._task = self.loop.create_task(self._connect())
 

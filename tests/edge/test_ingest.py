@@ -306,3 +306,67 @@ def test_query_string_selects_upstream_only_when_enabled() -> None:
     plain.play("x", query="token=a")
     plain.play("x", query="token=b")
     assert [link.name for link in plain.connector.links] == ["x"]
+
+
+def test_start_timeout_runs_from_the_origins_answer_not_from_the_request() -> None:
+    """A hung origin is the link's connect/reply timeout (a failure that fails over),
+    never a 'missing' verdict that poisons the negative cache."""
+    edge = Edge(origins=2, start_timeout=5)
+    player = edge.play()
+    hung = edge.connector.last
+    edge.clock.advance(30)  # the request alone never times out the start
+    assert player.refused is None and not hung.closed
+    hung.sink.link_failed("origin accepted TCP but did not answer", connect=True)
+    second = edge.connector.last
+    assert second is not hung
+    assert edge.hub.pool.origins[0].failures == 1
+    second.start_media()
+    assert player.stream is not None
+    assert edge.hub.negative.get(("live", "x"), edge.clock.now()) is None
+
+
+def test_flapping_origin_does_not_reset_grace_or_backoff() -> None:
+    edge = Edge(reconnect_grace=10, backoff_initial=0.5, backoff_max=4, breaker_failures=1000)
+    player = edge.play()
+    edge.connector.last.start_media()
+    ingest = edge.hub.ingests[("live", "x")]
+    for _ in range(1000):  # the origin takes every link and drops it after one frame
+        if player.ended is not None:
+            break
+        link = edge.connector.last
+        if not link.closed:
+            link.start_media(ts=0)
+            link.sink.link_failed("dropped", connect=False)
+        edge.clock.advance(0.25)
+    assert player.ended is not None and player.ended[0] == FAILED
+    assert len(edge.connector.links) < 40  # backoff kept growing: no reconnect storm
+    assert max(ingest.retry_delays) > 1.0
+
+
+def test_a_link_that_stays_ends_the_outage() -> None:
+    edge = Edge(reconnect_grace=10, backoff_initial=0.5, idle_timeout=1000)
+    player = edge.play()
+    edge.connector.last.start_media()
+    ingest = edge.hub.ingests[("live", "x")]
+    edge.connector.last.sink.link_failed("lost", connect=False)
+    edge.clock.advance(ingest.retry_delays[-1] + 0.001)
+    edge.connector.last.start_media(ts=0)
+    edge.clock.advance(6)  # stable now
+    assert ingest.backoff.attempt == 0
+    edge.connector.last.sink.link_failed("lost again", connect=False)
+    edge.clock.advance(9)  # a fresh grace period, not the remains of the first
+    assert player.ended is None
+
+
+def test_only_the_probe_link_releases_the_half_open_breaker() -> None:
+    edge = Edge(breaker_failures=2, breaker_reset=10)
+    early = edge.play("early")  # opened while the breaker is closed
+    for i in range(2):
+        edge.play(f"f{i}")
+        edge.connector.last.sink.link_failed("refused", connect=True)
+    edge.clock.advance(10)
+    edge.play("probe")  # the one half-open probe
+    opened = len(edge.connector.links)
+    edge.cancel(early)  # an old, non-probe link is abandoned
+    edge.play("second")  # must not become a second concurrent probe
+    assert len(edge.connector.links) == opened

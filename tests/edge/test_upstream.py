@@ -281,3 +281,21 @@ def test_redirect_loop_stops_after_max_redirects() -> None:
     kind, (code, description) = sink.calls[-1]
     assert kind == "missing" and code == Status.PLAY_FAILED and "too many redirects" in description
     assert log.connections == 3  # the first connect and two redirects, no more
+
+
+@pytest.mark.parametrize(
+    "redirect", ["rtmp://127.0.0.1:99999/live", "rtmp://" + "x" * 70 + ".example/live", "http://a/b"]
+)
+def test_unusable_redirect_ends_the_link_with_an_answer(redirect: str) -> None:
+    async def scenario() -> RecordingSink:
+        info = {"level": "error", "code": Status.CONNECT_REJECTED, "ex": {"redirect": redirect}}
+        server, port, log = await serve(reject=info)
+        sink = RecordingSink()
+        open_link(port, sink)
+        async with asyncio.timeout(5):
+            await sink.done.wait()
+        await shutdown(server, log)
+        return sink
+
+    kind, (code, description) = run(scenario()).calls[-1]
+    assert kind == "missing" and code == Status.PLAY_FAILED and "unusable" in description
