@@ -134,6 +134,16 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+MAX_NAME: Final = 1024  # app and stream names, query strings included
+
+
+def _bounded(text: str, what: str) -> str:
+    """Names end up in keys, logs and URLs: a peer may not make them huge."""
+    if len(text) > MAX_NAME:
+        raise RemoteProtocolError(f"{what} longer than {MAX_NAME} characters")
+    return text
+
+
 class _Connection:
     """Machinery both roles share: chunking, protocol control, acks, timers."""
 
@@ -442,7 +452,7 @@ class ServerConnection(_Connection):
         """Only connect before connect; what follows it waits for its answer."""
         if name != "connect":
             if self._connect_tid is None:
-                raise RemoteProtocolError(f"{name} before connect")
+                raise RemoteProtocolError(f"{name[:64]!r} before connect")
             if self.state is ConnState.CONNECTING:
                 if len(self._deferred) >= self._MAX_DEFERRED:
                     raise RemoteProtocolError("too many commands pipelined behind connect")
@@ -523,7 +533,7 @@ class ServerConnection(_Connection):
             raise RemoteProtocolError("connect sent twice")
         props = args[0] if args and isinstance(args[0], dict) else {}
         self._connect_tid = tid
-        app, query = split_query(_text(props.get("app")).strip("/"))
+        app, query = split_query(_bounded(_text(props.get("app")), "app").strip("/"))
         self.app = app
         self.tc_url = _text(props.get("tcUrl"))
         if not query and "?" in self.tc_url:
@@ -549,7 +559,7 @@ class ServerConnection(_Connection):
             self.send_command(0, "_result", tid, None, amf0.UNDEFINED)
 
     def _cmd_publish(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        raw = _text(args[1]) if len(args) > 1 else ""
+        raw = _bounded(_text(args[1]), "stream name") if len(args) > 1 else ""
         name, query = split_query(raw)
         kind = _text(args[2]) if len(args) > 2 else "live"
         if stream_id not in self.streams:
@@ -557,7 +567,7 @@ class ServerConnection(_Connection):
         self._events.append(PublishRequested(stream_id, name, query, kind or "live"))
 
     def _cmd_play(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        raw = _text(args[1]) if len(args) > 1 else ""
+        raw = _bounded(_text(args[1]), "stream name") if len(args) > 1 else ""
         name, query = split_query(raw)
         start = _num(args[2], -2.0) if len(args) > 2 else -2.0
         duration = _num(args[3], -1.0) if len(args) > 3 else -1.0

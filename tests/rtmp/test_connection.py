@@ -957,3 +957,14 @@ def test_command_values_helper_strips_the_amf3_marker() -> None:
     pair.send_raw_to_server(MsgType.COMMAND_AMF3, 0, b"\x00" + amf0.encode("x", 3.0, None))
     last = pair.client_wire.messages[-1]
     assert command_values(last) == ["x", 3.0, None]
+
+
+def test_huge_names_are_refused_and_not_echoed() -> None:
+    pair = ConnectionPair()
+    pair.connect()
+    sid = pair.create_stream()
+    pair.client.send_command(sid, "play", 0.0, None, "x" * 5000)
+    with pytest.raises(RemoteProtocolError) as err:
+        pair.pump()
+    assert "longer than 1024" in err.value.description
+    assert "xxxx" not in err.value.description
