@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -30,6 +31,7 @@ from streamgate.errors import ConfigError
 
 __all__ = [
     "EdgeSettings",
+    "HttpSettings",
     "LogSettings",
     "OriginSettings",
     "RtmpSettings",
@@ -184,7 +186,7 @@ class EdgeSettings(_Section):
         1000, ge=1, description="Most concurrent upstream links per origin; beyond, plays fail."
     )
     max_connects_per_second: float = Field(
-        20.0, gt=0, description="New upstream connects per second per origin (token bucket)."
+        20.0, gt=0, description="New upstream connects in any one second, per origin (sliding window)."
     )
     connect_timeout: float = Field(3.0, gt=0, description="TCP connect timeout toward an origin.")
     reply_timeout: float = Field(
@@ -222,6 +224,29 @@ class EdgeSettings(_Section):
         return self
 
 
+class HttpSettings(_Section):
+    """The HTTP API and Prometheus metrics."""
+
+    enabled: bool = Field(True, description="Serve the HTTP API, /metrics and health checks.")
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="Address and port of the HTTP API, HOST:PORT (loopback by default).",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description=(
+            "Bearer token the API requires (Authorization: Bearer ...); /healthz, /readyz "
+            "and /metrics stay open. Unset: no token."
+        ),
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
 class LogSettings(_Section):
     """Logging."""
 
@@ -253,6 +278,7 @@ class Settings(BaseSettings):
     rtmp: RtmpSettings = Field(default_factory=RtmpSettings)
     origin: OriginSettings = Field(default_factory=OriginSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     _toml_file: ClassVar[Path | None] = None

@@ -34,7 +34,11 @@ def _type(field: Any) -> str:
     if get_origin(annotation) is Literal:
         return " \\| ".join(json.dumps(a) for a in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "")
+    return (
+        text.replace("typing.", "")
+        .replace("pydantic.types.SecretStr", "secret")
+        .replace(" | None", " (optional)")
+    )
 
 
 def render_reference() -> str:
