@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 
 import anyio
 
-from streamgate.config import Settings, parse_listen
+from streamgate.config import Settings, load_settings, parse_listen
+from streamgate.errors import ConfigError
 from streamgate.server.listener import RtmpServer, ServerContext
 
-__all__ = ["run", "serve"]
+__all__ = ["reload", "run", "serve"]
 
 log = logging.getLogger("streamgate")
 
@@ -38,18 +40,46 @@ def _hints(settings: Settings, port: int) -> str:
     )
 
 
-async def serve(settings: Settings, *, ready: anyio.Event | None = None) -> None:
-    """Serve until cancelled or SIGINT/SIGTERM."""
+def reload(ctx: ServerContext) -> list[str]:
+    """Re-read the configuration file and apply it in place (SIGHUP, the API).
+
+    Returns the changed settings that need a restart. An invalid file is
+    reported and changes nothing.
+    """
+    path = ctx.config_path
+    if path is None:
+        raise ConfigError("no configuration file to reload")
+    settings = load_settings(path)
+    restart = ctx.apply(settings)
+    log.info("configuration reloaded from %s", path)
+    for item in restart:
+        log.warning("reload: %s changed; it takes effect after a restart", item)
+    return restart
+
+
+async def serve(
+    settings: Settings, *, config_path: str | None = None, ready: anyio.Event | None = None
+) -> None:
+    """Serve until cancelled or SIGINT/SIGTERM; SIGHUP reloads the configuration."""
     loop = asyncio.get_running_loop()
     ctx = ServerContext.build(settings, loop)
+    ctx.config_path = config_path
     server = RtmpServer(ctx)
     await server.start()
     print(_hints(settings, server.port), flush=True)
     if ready is not None:
         ready.set()
     try:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        reload(ctx)
+                    except ConfigError as exc:
+                        log.error(
+                            "reload failed, keeping the running configuration:\n%s", exc.description
+                        )
+                    continue
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
     finally:
@@ -57,5 +87,9 @@ async def serve(settings: Settings, *, ready: anyio.Event | None = None) -> None
             await server.close()
 
 
-def run(settings: Settings) -> None:
-    anyio.run(serve, settings, backend="asyncio", backend_options={"use_uvloop": True})
+def run(settings: Settings, config_path: str | None = None) -> None:
+    anyio.run(
+        functools.partial(serve, settings, config_path=config_path),
+        backend="asyncio",
+        backend_options={"use_uvloop": True},
+    )

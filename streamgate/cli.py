@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from streamgate import __version__
+from streamgate.auth import signcmd
 from streamgate.config import load_settings
 from streamgate.errors import ConfigError
 from streamgate.log import setup_logging
@@ -26,11 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, help="TOML configuration file")
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    sign = sub.add_parser("sign", help="print a signed play or publish URL")
+    signcmd.add_arguments(sign)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "sign":
+        return signcmd.main(args)
     if args.command == "config-reference":
         from streamgate.reference import render_reference
 
@@ -47,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log.level, args.log_format or settings.log.format)
     from streamgate.app import run
 
-    run(settings)
+    run(settings, args.config)
     return 0
 
 

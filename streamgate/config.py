@@ -8,6 +8,7 @@ Every field's description is its entry in the configuration reference.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -15,8 +16,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -30,12 +31,15 @@ from pydantic_settings import (
 from streamgate.errors import ConfigError
 
 __all__ = [
+    "AuthSettings",
     "EdgeSettings",
     "HttpSettings",
+    "LimitsSettings",
     "LogSettings",
     "OriginSettings",
     "RtmpSettings",
     "Settings",
+    "load_keys",
     "load_settings",
     "parse_listen",
 ]
@@ -186,7 +190,9 @@ class EdgeSettings(_Section):
         1000, ge=1, description="Most concurrent upstream links per origin; beyond, plays fail."
     )
     max_connects_per_second: float = Field(
-        20.0, gt=0, description="New upstream connects in any one second, per origin (sliding window)."
+        20.0,
+        gt=0,
+        description="New upstream connects in any one second, per origin (sliding window).",
     )
     connect_timeout: float = Field(3.0, gt=0, description="TCP connect timeout toward an origin.")
     reply_timeout: float = Field(
@@ -207,6 +213,17 @@ class EdgeSettings(_Section):
         False,
         description="Pass the player's query string upstream (and key streams by it).",
     )
+    upstream_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "Sign each upstream play (once per stream, not per player) with this secret, "
+            "in streamgate's signed format, so the origin can verify the edge."
+        ),
+    )
+    upstream_kid: str | None = Field(None, description="Key id sent with upstream signatures.")
+    upstream_token_ttl: float = Field(
+        3600.0, gt=0, description="Seconds an upstream signature is valid (re-signed per link)."
+    )
 
     @field_validator("origins")
     @classmethod
@@ -222,6 +239,90 @@ class EdgeSettings(_Section):
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
         return self
+
+
+AuthMethod = Literal["none", "signed", "hook", "nms", "secure_link"]
+
+
+class AuthSettings(_Section):
+    """Play and publish authorisation, checked before any upstream or stream work."""
+
+    play: AuthMethod = Field(
+        "none",
+        description=(
+            "How plays are authorised: none, signed (streamgate HMAC-SHA256 URLs), hook "
+            "(HTTP), nms (Node-Media-Server sign=), secure_link (nginx md5=&expires=)."
+        ),
+    )
+    publish: AuthMethod = Field("none", description="How publishes are authorised (as play).")
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Play keys, key id -> secret; several at once for rotation.",
+    )
+    keys_file: Path | None = Field(
+        None, description="TOML file of play keys (kid = \"secret\"), re-read on reload."
+    )
+    publish_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Publish keys, key id -> secret; never used for plays.",
+    )
+    publish_keys_file: Path | None = Field(
+        None, description="TOML file of publish keys, re-read on reload."
+    )
+    clock_skew: float = Field(
+        30.0, ge=0, le=3600, description="Seconds a token is still accepted after its expiry."
+    )
+    bind_ip: bool = Field(
+        False, description="Tokens cover the client's IP address (signed and secure_link)."
+    )
+    hook_url: str | None = Field(
+        None, description="URL the auth hook POSTs to (JSON: action, client_id, ip, app, ...)."
+    )
+    hook_timeout: float = Field(2.0, gt=0, le=30, description="Seconds the hook has to answer.")
+    hook_cache: float = Field(
+        5.0, ge=0, description="Seconds a hook decision is reused for the same request."
+    )
+    hook_failure: Literal["deny", "allow"] = Field(
+        "deny", description="What an unreachable or slow hook means."
+    )
+
+
+class LimitsSettings(_Section):
+    """Abuse protection: connection limits, rates and fail2ban-style bans."""
+
+    max_connections: int = Field(10_000, ge=1, description="Most connections at once, in all.")
+    max_connections_per_ip: int = Field(
+        200, ge=1, description="Most connections at once from one IP (allow-listed: no limit)."
+    )
+    connections_per_second_per_ip: float = Field(
+        20.0, gt=0, description="New connections per second from one IP (token bucket)."
+    )
+    ban_after_failures: int = Field(
+        10,
+        ge=1,
+        description="Auth failures, or plays of distinct missing streams, that ban an IP.",
+    )
+    ban_window: float = Field(60.0, gt=0, description="Seconds those failures are counted over.")
+    ban_time: float = Field(
+        300.0, gt=0, description="First ban's length in seconds; doubles on each repeat offence."
+    )
+    ban_max_time: float = Field(86_400.0, gt=0, description="Longest ban in seconds.")
+    allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Trusted networks (CIDR): never banned, no per-IP limits (monitoring, the "
+            "origin, other edges)."
+        ),
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _check_allow(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
 
 
 class HttpSettings(_Section):
@@ -278,6 +379,8 @@ class Settings(BaseSettings):
     rtmp: RtmpSettings = Field(default_factory=RtmpSettings)
     origin: OriginSettings = Field(default_factory=OriginSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
@@ -301,6 +404,10 @@ class Settings(BaseSettings):
     def _check_mode(self) -> Settings:
         if self.mode == "edge" and not self.edge.origins:
             raise ValueError("edge mode needs at least one origin in [edge] origins")
+        auth = self.auth
+        for action, method in (("play", auth.play), ("publish", auth.publish)):
+            if method == "hook" and not auth.hook_url:
+                raise ValueError(f"[auth] {action} = 'hook' needs [auth] hook_url")
         return self
 
 
@@ -336,3 +443,41 @@ def load_settings(path: str | Path | None, **overrides: Any) -> Settings:
         raise ConfigError("\n".join(problems)) from None
     finally:
         Settings._toml_file = None
+
+
+def _read_keys(inline: Mapping[str, SecretStr], path: Path | None, what: str) -> dict[str, bytes]:
+    keys = {kid: secret.get_secret_value().encode() for kid, secret in inline.items()}
+    if path is not None:
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
+        for kid, secret in table.items():
+            if not isinstance(secret, str) or not secret:
+                raise ConfigError(f"{path}: {what} {kid!r} must be a non-empty string")
+            keys[kid] = secret.encode()
+    return keys
+
+
+def load_keys(auth: AuthSettings) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(play keys, publish keys), inline and from their files; checked for safety.
+
+    Raises :class:`ConfigError` when a token method has no key, or when the
+    nms/secure_link formats (which do not sign the action) share a secret
+    between play and publish: that would let a play URL publish.
+    """
+    play = _read_keys(auth.keys, auth.keys_file, "play key")
+    publish = _read_keys(auth.publish_keys, auth.publish_keys_file, "publish key")
+    for action, method, keys in (("play", auth.play, play), ("publish", auth.publish, publish)):
+        if method in ("signed", "nms", "secure_link") and not keys:
+            where = "keys" if action == "play" else "publish_keys"
+            raise ConfigError(f"[auth] {action} = {method!r} needs [auth] {where}")
+    unbound = {"nms", "secure_link"}
+    if auth.play in unbound or auth.publish in unbound:
+        shared = set(play.values()) & set(publish.values())
+        if shared:
+            raise ConfigError(
+                "[auth] a secret is both a play and a publish key; with nms or secure_link "
+                "tokens that would let a play URL publish"
+            )
+    return play, publish

@@ -57,6 +57,9 @@ class EdgeHub:
         self.pool = pool
         self.connector = connector
         self.rng = rng or random.Random()  # backoff jitter; seeded in tests
+        # Signs upstream plays (app, stream) -> query, so the origin can verify
+        # the edge: once per link, never once per player.
+        self.upstream_signer: Callable[[str, str], str] | None = None
         self.negative = NegativeCache(settings.missing_ttl)
         self.ingests: dict[tuple[str, str], Ingest] = {}
         self.counters: Counter[str] = Counter()
@@ -101,6 +104,13 @@ class EdgeHub:
             handle.ingest = None
 
     # ------------------------------------------------------------ from ingests
+
+    def upstream_target(self, app: str, name: str) -> str:
+        """The stream name to play upstream, signed when the edge signs its plays."""
+        if self.upstream_signer is None:
+            return name
+        base = name.partition("?")[0]
+        return f"{name}{'&' if '?' in name else '?'}{self.upstream_signer(app, base)}"
 
     def ingest_ended(self, ingest: Ingest, reason: str) -> None:
         if self.ingests.get(ingest.key) is ingest:

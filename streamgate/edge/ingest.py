@@ -192,8 +192,9 @@ class Ingest:
         self._open_link = self.links_opened
         self.link_started = self.clock.now()
         self.hub.count_connect(choice.origin)
+        target = self.hub.upstream_target(self.app, self.upstream_name)
         self.link = self.hub.connector.open(
-            choice.origin, self.app, self.upstream_name, _Sink(self, self.links_opened)
+            choice.origin, self.app, target, _Sink(self, self.links_opened)
         )
 
     def _no_origin(self, refusal: Refusal) -> None:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from streamgate.auth import AuthDecision, TokenRequest
 from streamgate.errors import ProtocolError, StreamgateError
 from streamgate.relay.hub import StreamBusy
 from streamgate.relay.stream import Player, Stream
@@ -39,6 +42,8 @@ __all__ = ["RtmpSession"]
 
 log = logging.getLogger("streamgate.session")
 
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
 
 class RtmpSession(asyncio.Protocol):
     """A publisher or player connection (origin mode)."""
@@ -61,6 +66,10 @@ class RtmpSession(asyncio.Protocol):
         self._timer_at: float | None = None
         self.closed = False
         self.paused = False  # the transport asked us to stop writing
+        self.ip = ""
+        self.admitted = False  # counted by the admission guard
+        self.connect_query = ""  # a token may ride on the app/tcUrl instead of the name
+        self.authorizing: set[int] = set()  # stream ids waiting for an auth hook
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -73,6 +82,19 @@ class RtmpSession(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.ip = str(peer[0]) if peer else ""
+        now = self.ctx.loop.time()
+        reason = self.ctx.admission.admit(self.ip, now, self.ctx.trusted(self.ip))
+        if reason is not None:
+            # Before any handshake byte, with a reset: the accept loop moves on at once.
+            self.ctx.counters[f"rejected:{reason}"] += 1
+            log.warning("connection from %s refused at accept: %s", self.ip, reason)
+            self.closed = True
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
+            return
+        self.admitted = True
         high = self.ctx.settings.rtmp.player_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
         self.conn = ServerConnection(self.ctx.limits, now=self.ctx.loop.time())
@@ -106,6 +128,9 @@ class RtmpSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.admitted:
+            self.admitted = False
+            self.ctx.admission.release(self.ip)
         self.ctx.sessions.pop(self.id, None)
         if self._timer is not None:
             self._timer.cancel()
@@ -211,7 +236,52 @@ class RtmpSession(asyncio.Protocol):
 
     def _on_connect(self, event: ConnectRequested) -> None:
         assert self.conn is not None
+        self.connect_query = event.query
         self.conn.accept_connect()
+
+    # ------------------------------------------------------------ authorisation
+
+    def _authorize(
+        self, action: str, sid: int, name: str, query: str, then: Callable[[], None]
+    ) -> None:
+        """Decide before anything else happens; ``then`` runs only if allowed."""
+        assert self.conn is not None
+        request = TokenRequest(action, self.conn.app, name, query or self.connect_query, self.ip)
+        result = self.ctx.auth.check(request, self.id, time.time())
+        if isinstance(result, AuthDecision):
+            self._authorized(action, sid, result, then)
+            return
+        self.authorizing.add(sid)
+
+        async def ask() -> None:
+            decision = await result
+            self.authorizing.discard(sid)
+            if self.closed or self.conn is None or sid not in self.conn.streams:
+                return  # the client left (or deleted the stream) meanwhile
+            self._authorized(action, sid, decision, then)
+            self._flush()
+            if self._timer_at != self.conn.get_timer():
+                self._arm_timer()
+
+        self._auth_task = self.ctx.loop.create_task(ask())
+
+    def _authorized(
+        self, action: str, sid: int, decision: AuthDecision, then: Callable[[], None]
+    ) -> None:
+        if decision.allowed:
+            then()
+            return
+        assert self.conn is not None
+        counters = self.ctx.counters
+        counters[f"rejected:{decision.label}"] += 1
+        ban = self.ctx.bans.record_failure(self.ip, decision.label, self.ctx.loop.time())
+        if ban is not None:
+            counters["bans_issued"] += 1
+        log.warning("conn %d %s: %s refused: %s", self.id, self.peer, action, decision.reason)
+        code = Status.PLAY_FAILED if action == "play" else Status.PUBLISH_BAD_NAME
+        # An explicit error status, then close: OBS-like clients stop retrying.
+        self.conn.refuse(sid, code, decision.reason)
+        self.close()
 
     def _on_publish(self, event: PublishRequested) -> None:
         conn = self.conn
@@ -221,34 +291,58 @@ class RtmpSession(asyncio.Protocol):
             conn.refuse(sid, Status.PUBLISH_DENIED, "this is an edge: publish to the origin")
             self.close()
             return
-        if not event.name or self.publishing is not None or self.playing:
+        if (
+            not event.name
+            or self.publishing is not None
+            or self.playing
+            or self.authorizing
+        ):
             conn.refuse(sid, Status.PUBLISH_BAD_NAME, "one stream per connection, with a name")
             self.close()
             return
+        self._authorize(
+            "publish", sid, event.name, event.query, lambda: self._begin_publish(sid, event.name)
+        )
+
+    def _begin_publish(self, sid: int, name: str) -> None:
+        conn = self.conn
+        assert conn is not None
         try:
-            stream = self.ctx.hub.publish(conn.app, event.name, self)
+            stream = self.ctx.hub.publish(conn.app, name, self)
         except StreamBusy as exc:
             log.info("conn %d %s: %s", self.id, self.peer, exc.description)
-            self.ctx.counters["publish_rejected"] += 1
+            self.ctx.counters["rejected:publish_busy"] += 1
             conn.refuse(sid, exc.code, exc.description)
             self.close()
             return
         self.role = "publisher"
         self.publishing = stream
         self.publish_sid = sid
-        conn.accept_publish(sid, event.name)
-        log.info("conn %d %s: publishing %s/%s", self.id, self.peer, conn.app, event.name)
+        conn.accept_publish(sid, name)
+        log.info("conn %d %s: publishing %s/%s", self.id, self.peer, conn.app, name)
 
     def _on_play(self, event: PlayRequested) -> None:
         conn = self.conn
         assert conn is not None
         sid = event.stream_id
         app, name = conn.app, event.name
-        if self.publishing is not None or sid in self.playing or sid in self.waiting:
+        if (
+            self.publishing is not None
+            or sid in self.playing
+            or sid in self.waiting
+            or sid in self.authorizing
+        ):
             conn.refuse(sid, Status.PLAY_FAILED, "play on a busy stream id")
             self.close()
             return
         self.role = "player"
+        self._authorize(
+            "play", sid, name, event.query, lambda: self._begin_play(sid, app, name, event.query)
+        )
+
+    def _begin_play(self, sid: int, app: str, name: str, query: str) -> None:
+        conn = self.conn
+        assert conn is not None
 
         def ready(stream: Stream) -> None:
             self.waiting.pop(sid, None)
@@ -259,7 +353,7 @@ class RtmpSession(asyncio.Protocol):
             self.waiting.pop(sid, None)
             self._refuse_play(sid, app, name, code, description)
 
-        waiter = self.ctx.source.request_play(app, name, event.query, ready, refused)
+        waiter = self.ctx.source.request_play(app, name, query, ready, refused)
         if waiter is not None and not self.closed and sid not in self.playing:
             self.waiting[sid] = (app, name, waiter)
 
@@ -267,6 +361,10 @@ class RtmpSession(asyncio.Protocol):
         if self.closed or self.conn is None:
             return
         self.ctx.counters[f"play_refused:{code}"] += 1
+        if code == Status.PLAY_STREAM_NOT_FOUND:
+            ban = self.ctx.bans.record_missing(self.ip, f"{app}/{name}", self.ctx.loop.time())
+            if ban is not None:
+                self.ctx.counters["bans_issued"] += 1
         log.info(
             "conn %d %s: play of %s/%s refused: %s", self.id, self.peer, app, name, description
         )

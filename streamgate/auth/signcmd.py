@@ -1,0 +1,87 @@
+"""``streamgate sign``: print a signed play or publish URL.
+
+The secret never comes from the command line (it would land in shell
+history and ``ps``): it is read from an environment variable, a file, or the
+configuration's keys by key id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from streamgate.auth.tokens import nms_query, secure_link_query, sign_query
+from streamgate.client import parse_rtmp_url
+from streamgate.config import load_keys, load_settings
+from streamgate.errors import ConfigError
+
+__all__ = ["add_arguments", "main"]
+
+DEFAULT_ENV = "STREAMGATE_SIGN_SECRET"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="rtmp://host[:port]/app/stream to sign")
+    parser.add_argument("--ttl", type=float, default=3600.0, help="seconds valid (default 3600)")
+    parser.add_argument("--action", choices=["play", "publish"], default="play")
+    parser.add_argument(
+        "--format",
+        choices=["signed", "nms", "secure_link"],
+        default="signed",
+        help="token format (default: streamgate's signed)",
+    )
+    parser.add_argument("--kid", help="key id (signed format; picks the key from -c)")
+    parser.add_argument("--ip", default="", help="bind the token to this client IP")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--secret-env", default=DEFAULT_ENV, help=f"environment variable (default {DEFAULT_ENV})"
+    )
+    source.add_argument("--secret-file", type=Path, help="file holding the secret")
+    source.add_argument("-c", "--config", help="take the key --kid from this configuration")
+
+
+def _secret(args: argparse.Namespace) -> bytes:
+    if args.config:
+        settings = load_settings(args.config)
+        play, publish = load_keys(settings.auth)
+        keys = play if args.action == "play" else publish
+        kid: str | None = args.kid
+        if not kid or kid not in keys:
+            raise ConfigError(f"{args.config}: no {args.action} key with id {kid!r}")
+        return keys[kid]
+    secret: str
+    if args.secret_file:
+        try:
+            secret = args.secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{args.secret_file}: {exc.strerror or exc}") from None
+    else:
+        secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        raise ConfigError(
+            f"no secret: set ${args.secret_env}, or use --secret-file or -c with --kid"
+        )
+    return secret.encode()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        url = parse_rtmp_url(args.url)
+        secret = _secret(args)
+    except (ValueError, ConfigError) as exc:
+        message = exc.description if isinstance(exc, ConfigError) else str(exc)
+        print(f"streamgate sign: {message}", file=sys.stderr)
+        return 2
+    stream = url.name.partition("?")[0]
+    exp = int(time.time() + args.ttl)
+    if args.format == "nms":
+        query = nms_query(url.app, stream, exp, secret)
+    elif args.format == "secure_link":
+        query = secure_link_query(url.app, stream, exp, secret, args.ip)
+    else:
+        query = sign_query(args.action, url.app, stream, exp, secret, args.kid, args.ip)
+    print(f"{url.tc_url}/{stream}?{query}")
+    return 0

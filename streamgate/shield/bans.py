@@ -1,0 +1,221 @@
+"""fail2ban for RTMP: repeated auth failures or plays of distinct missing streams ban an IP.
+
+Invariants:
+
+* ``ban_after`` failures from one IP within ``window`` seconds ban it for
+  ``ban_time * 2**(offences - 1)`` seconds, capped at ``max_ban_time``;
+  offences are forgotten after ``max_ban_time`` without a ban.
+* Plays of *missing* streams count once per distinct name: a viewer retrying
+  one stream that is not live yet is not an attacker scanning names.
+* An allow-listed IP is never banned and its failures are not recorded.
+* Memory is bounded: at most ``max_tracked`` IPs are tracked (oldest first out).
+* The store is one object that outlives configuration reloads
+  (:meth:`configure` changes the rules, never the state), behind the
+  :class:`BanStore` interface so a shared (cluster) backend can replace it.
+  :class:`SafeBans` wraps any store so that its failure degrades protection,
+  logged, and never breaks a play.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Ban", "BanRules", "BanStore", "MemoryBanStore", "SafeBans"]
+
+log = logging.getLogger("streamgate.bans")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class BanRules:
+    ban_after: int = 10
+    window: float = 60.0
+    ban_time: float = 300.0
+    max_ban_time: float = 86_400.0
+    allow: tuple[Network, ...] = ()
+    max_tracked: int = 100_000
+
+    @classmethod
+    def parse_allow(cls, cidrs: list[str]) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    ip: str
+    until: float
+    offences: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Record:
+    failures: list[float] = field(default_factory=list)
+    missing_names: dict[str, float] = field(default_factory=dict)
+    offences: int = 0
+    last_ban: float = 0.0
+    banned_until: float = 0.0
+    reason: str = ""
+
+
+class BanStore(Protocol):
+    def configure(self, rules: BanRules) -> None: ...
+
+    def is_banned(self, ip: str, now: float) -> bool: ...
+
+    def record_failure(self, ip: str, reason: str, now: float) -> Ban | None:
+        """An auth failure; returns the ban it caused, if any."""
+
+    def record_missing(self, ip: str, name: str, now: float) -> Ban | None:
+        """A play of a missing stream; distinct names count."""
+
+    def bans(self, now: float) -> list[Ban]: ...
+
+    def unban(self, ip: str) -> bool: ...
+
+
+class MemoryBanStore:
+    """The node-local store."""
+
+    def __init__(self, rules: BanRules | None = None) -> None:
+        self.rules = rules or BanRules()
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+        self.banned_total = 0
+
+    def configure(self, rules: BanRules) -> None:
+        self.rules = rules
+        for ip in [ip for ip in self._records if self.allowed(ip)]:
+            del self._records[ip]  # newly trusted networks are unbanned at once
+
+    def allowed(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.rules.allow)
+
+    def is_banned(self, ip: str, now: float) -> bool:
+        record = self._records.get(ip)
+        return record is not None and record.banned_until > now
+
+    def _record(self, ip: str) -> _Record:
+        record = self._records.get(ip)
+        if record is None:
+            record = self._records[ip] = _Record()
+            while len(self._records) > self.rules.max_tracked:
+                self._records.popitem(last=False)
+        else:
+            self._records.move_to_end(ip)
+        return record
+
+    def record_failure(self, ip: str, reason: str, now: float) -> Ban | None:
+        if self.allowed(ip):
+            return None
+        record = self._record(ip)
+        cutoff = now - self.rules.window
+        record.failures = [t for t in record.failures if t > cutoff]
+        record.failures.append(now)
+        return self._maybe_ban(ip, record, len(record.failures), reason, now)
+
+    def record_missing(self, ip: str, name: str, now: float) -> Ban | None:
+        if self.allowed(ip):
+            return None
+        record = self._record(ip)
+        cutoff = now - self.rules.window
+        names = {n: t for n, t in record.missing_names.items() if t > cutoff}
+        names[name[:256]] = now
+        while len(names) > self.rules.ban_after:  # only the count matters past the limit
+            names.pop(next(iter(names)))
+        record.missing_names = names
+        return self._maybe_ban(ip, record, len(names), "plays of distinct missing streams", now)
+
+    def _maybe_ban(
+        self, ip: str, record: _Record, count: int, reason: str, now: float
+    ) -> Ban | None:
+        rules = self.rules
+        if count < rules.ban_after or record.banned_until > now:
+            return None
+        if now - record.last_ban > rules.max_ban_time:
+            record.offences = 0  # a long good behaviour forgives
+        record.offences += 1
+        duration = min(rules.max_ban_time, rules.ban_time * 2 ** (record.offences - 1))
+        record.banned_until = now + duration
+        record.last_ban = now
+        record.reason = reason
+        record.failures.clear()
+        record.missing_names.clear()
+        self.banned_total += 1
+        log.warning("banned %s for %g s (%s, offence %d)", ip, duration, reason, record.offences)
+        return Ban(ip, record.banned_until, record.offences, reason)
+
+    def bans(self, now: float) -> list[Ban]:
+        return [
+            Ban(ip, r.banned_until, r.offences, r.reason)
+            for ip, r in self._records.items()
+            if r.banned_until > now
+        ]
+
+    def unban(self, ip: str) -> bool:
+        record = self._records.get(ip)
+        if record is None or not record.banned_until:
+            return False
+        record.banned_until = 0.0
+        return True
+
+
+class SafeBans:
+    """Any store behind a guard: if it fails, protection degrades, plays do not."""
+
+    def __init__(self, store: BanStore) -> None:
+        self.store = store
+        self.failures = 0
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.failures += 1
+        log.warning("ban store failed (%s): %s; serving without it", what, exc)
+
+    def is_banned(self, ip: str, now: float) -> bool:
+        try:
+            return self.store.is_banned(ip, now)
+        except Exception as exc:
+            self._failed("lookup", exc)
+            return False
+
+    def record_failure(self, ip: str, reason: str, now: float) -> Ban | None:
+        try:
+            return self.store.record_failure(ip, reason, now)
+        except Exception as exc:
+            self._failed("record", exc)
+            return None
+
+    def record_missing(self, ip: str, name: str, now: float) -> Ban | None:
+        try:
+            return self.store.record_missing(ip, name, now)
+        except Exception as exc:
+            self._failed("record", exc)
+            return None
+
+    def bans(self, now: float) -> list[Ban]:
+        try:
+            return self.store.bans(now)
+        except Exception as exc:
+            self._failed("list", exc)
+            return []
+
+    def unban(self, ip: str) -> bool:
+        try:
+            return self.store.unban(ip)
+        except Exception as exc:
+            self._failed("unban", exc)
+            return False
+
+    def configure(self, rules: BanRules) -> None:
+        try:
+            self.store.configure(rules)
+        except Exception as exc:
+            self._failed("configure", exc)
