@@ -99,7 +99,10 @@ class RtmpClient:
         async with asyncio.timeout(timeout):
             client.conn.connect()
             client._flush()
-            event = await client.next_event()
+            try:
+                event = await client.next_event()
+            except ConnectionError as exc:
+                raise UpstreamError(f"{where}: {exc}") from None
             if isinstance(event, ConnectRejected):
                 client.close()
                 raise UpstreamError(event.description or event.code, code=event.code)
