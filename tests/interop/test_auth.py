@@ -307,3 +307,35 @@ def test_idle_connections_and_a_connect_flood_do_not_stop_a_legitimate_player() 
             flooder.join(5)
             for sock in idle:
                 sock.close()
+
+
+def test_edge_signs_its_upstream_once_per_stream_for_a_protected_origin() -> None:
+    need("ffmpeg")
+    origin_auth = {"play": "signed", "keys": {"edge1": "origin-secret"}}
+    with ServerThread(auth=origin_auth) as origin, publisher(origin.url("x")):
+        wait_until(lambda: origin.published("x"), timeout=15, what="ffmpeg to publish")
+        signing = ServerThread(
+            mode="edge",  # type: ignore[arg-type]
+            edge={
+                "origins": [f"rtmp://127.0.0.1:{origin.port}"],
+                "upstream_secret": "origin-secret",
+                "upstream_kid": "edge1",
+            },
+        ).start()
+        plain = ServerThread(
+            mode="edge",  # type: ignore[arg-type]
+            edge={"origins": [f"rtmp://127.0.0.1:{origin.port}"]},
+        ).start()
+        try:
+
+            async def crowd(edge: ServerThread) -> list[int]:
+                results = await asyncio.gather(*(play(edge.url("x"), 10) for _ in range(20)))
+                return [r.media for r in results]
+
+            assert signing.run(crowd(signing), timeout=60) == [10] * 20
+            assert origin.players("x") == 1  # one signed link for twenty players
+            refused = plain.run(play(plain.url("x"), 10))
+            assert refused.media == 0 and refused.statuses[-1] == Status.PLAY_FAILED
+        finally:
+            signing.stop()
+            plain.stop()
