@@ -115,6 +115,16 @@ class RtmpSettings(_Section):
         description="Seconds a congested player may stay congested before it is dropped.",
     )
 
+    drain_time: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description=(
+            "On shutdown, seconds players and publishers get to receive their goodbye "
+            "(UnpublishNotify) before the remaining connections are cut."
+        ),
+    )
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:

@@ -104,3 +104,88 @@ def test_run_serves_ffmpeg_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.interop
+def test_sighup_reload_keeps_players_and_sigterm_says_goodbye(tmp_path: Path) -> None:
+    import asyncio
+
+    import uvloop
+
+    from streamgate.client import RtmpClient
+    from streamgate.rtmp.events import MediaReceived, StatusReceived
+    from streamgate.rtmp.messages import Status
+
+    need("ffmpeg")
+    conf = tmp_path / "sg.toml"
+    base = (
+        '[rtmp]\nlisten = "127.0.0.1:0"\ndrain_time = 3.0\n[origin]\npublish_idle_timeout = 10.0\n'
+    )
+    conf.write_text(base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamgate", "run", "-c", str(conf)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while not (match := re.search(r"ready on 127\.0\.0\.1:(\d+)", "".join(output))):
+            output.append(proc.stdout.readline())
+        url = f"rtmp://127.0.0.1:{match.group(1)}/live/cam"
+        with publisher(url):
+
+            async def watch() -> tuple[int, int, list[str]]:
+                client = None
+                for _ in range(100):
+                    try:
+                        client = await RtmpClient.open(url)
+                        await client.play()
+                        await client.wait_status(Status.PLAY_START, timeout=5)
+                        break
+                    except Exception:
+                        if client is not None:
+                            client.close()
+                        client = None
+                        await asyncio.sleep(0.2)
+                assert client is not None
+
+                async def count(seconds: float) -> tuple[int, list[str]]:
+                    media, codes = 0, []
+                    try:
+                        async with asyncio.timeout(seconds):
+                            while True:
+                                event = await client.next_event()
+                                if isinstance(event, MediaReceived):
+                                    media += 1
+                                elif isinstance(event, StatusReceived):
+                                    codes.append(event.code)
+                    except (TimeoutError, ConnectionError):
+                        pass
+                    return media, codes
+
+                before, _ = await count(2)
+                conf.write_text(base.replace("10.0", "20.0"))  # a reloadable change
+                proc.send_signal(signal.SIGHUP)
+                after, codes = await count(2)
+                proc.send_signal(signal.SIGTERM)
+                _, goodbye = await count(5)
+                client.close()
+                return before, after, codes + goodbye
+
+            before, after, codes = uvloop.run(watch())
+        assert before > 20 and after > 20, (before, after)
+        assert codes == [Status.PLAY_UNPUBLISH_NOTIFY]  # only at shutdown, not at reload
+        assert proc.wait(timeout=10) == 0
+        output.append(proc.stdout.read())
+        log = "".join(output)
+        assert "configuration reloaded" in log and "received SIGTERM" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

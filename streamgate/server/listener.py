@@ -250,5 +250,14 @@ class RtmpServer:
             self.ctx.hub.unpublish(stream)
         for session in list(self.ctx.sessions.values()):
             session.close()
+        # Let the goodbyes (UnpublishNotify, queued media) reach the peers, for at
+        # most drain_time; whoever is still connected then is cut off.
+        loop = self.ctx.loop
+        deadline = loop.time() + self.ctx.settings.rtmp.drain_time
+        while self.ctx.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for session in list(self.ctx.sessions.values()):
+            if session.transport is not None:
+                session.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()

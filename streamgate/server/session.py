@@ -95,6 +95,7 @@ class RtmpSession(asyncio.Protocol):
             transport.abort()
             return
         self.admitted = True
+        log.info("conn %d %s: connected", self.id, self.peer)
         high = self.ctx.settings.rtmp.player_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
         self.conn = ServerConnection(self.ctx.limits, now=self.ctx.loop.time())
@@ -131,6 +132,7 @@ class RtmpSession(asyncio.Protocol):
         if self.admitted:
             self.admitted = False
             self.ctx.admission.release(self.ip)
+            log.info("conn %d %s: disconnected (%s)", self.id, self.peer, self.role)
         self.ctx.sessions.pop(self.id, None)
         if self._timer is not None:
             self._timer.cancel()
