@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ class ServerContext:
     sessions: dict[int, RtmpSession] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     config_path: str | None = None  # what a reload re-reads
+    drained: asyncio.Future[None] | None = None  # set on shutdown, done when none is left
 
     @classmethod
     def build(
@@ -252,10 +254,10 @@ class RtmpServer:
             session.close()
         # Let the goodbyes (UnpublishNotify, queued media) reach the peers, for at
         # most drain_time; whoever is still connected then is cut off.
-        loop = self.ctx.loop
-        deadline = loop.time() + self.ctx.settings.rtmp.drain_time
-        while self.ctx.sessions and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        if self.ctx.sessions:
+            self.ctx.drained = self.ctx.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ctx.drained, self.ctx.settings.rtmp.drain_time)
         for session in list(self.ctx.sessions.values()):
             if session.transport is not None:
                 session.transport.abort()

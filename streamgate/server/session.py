@@ -134,6 +134,9 @@ class RtmpSession(asyncio.Protocol):
             self.ctx.admission.release(self.ip)
             log.info("conn %d %s: disconnected (%s)", self.id, self.peer, self.role)
         self.ctx.sessions.pop(self.id, None)
+        drained = self.ctx.drained
+        if drained is not None and not self.ctx.sessions and not drained.done():
+            drained.set_result(None)
         if self._timer is not None:
             self._timer.cancel()
         self._detach()
