@@ -10,6 +10,7 @@ import signal
 import anyio
 
 from streamgate.config import Settings, load_settings, parse_listen
+from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
 from streamgate.server.listener import RtmpServer, ServerContext
 
@@ -30,13 +31,18 @@ def _hints(settings: Settings, port: int) -> str:
             f"  play:    ffplay {base}/<stream published on the origin>\n"
             f"  probe:   ffprobe {base}/<stream>"
         )
+    demo = ""
+    if settings.demo.enabled:
+        url = f"rtmp://{host}:{port}/{settings.demo.app}/{settings.demo.name}"
+        demo = f"  demo:    ffplay {url}   (a test pattern with a tone)\n"
     return (
         f"streamgate {settings.mode} ready on {host}:{port}\n"
+        f"{demo}"
         f"  publish: ffmpeg -re -f lavfi -i testsrc2=size=640x360:rate=30 "
         f"-f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency "
-        f"-g 60 -c:a aac -f flv {base}/demo\n"
-        f"  play:    ffplay {base}/demo\n"
-        f"  probe:   ffprobe {base}/demo"
+        f"-g 60 -c:a aac -f flv {base}/mystream\n"
+        f"  play:    ffplay {base}/mystream\n"
+        f"  probe:   ffprobe {base}/mystream"
     )
 
 
@@ -57,6 +63,21 @@ def reload(ctx: ServerContext) -> list[str]:
     return restart
 
 
+async def _start_demo(ctx: ServerContext) -> DemoSource | None:
+    """Encode the demo clip off the loop, then loop it into the hub."""
+    demo = ctx.settings.demo
+    try:
+        clip = await asyncio.to_thread(
+            encode_clip, demo.seconds, demo.size, demo.rate, demo.bitrate
+        )
+    except Exception as exc:  # a missing encoder must not stop the gateway
+        log.warning("demo source disabled: could not encode the clip: %s", exc)
+        return None
+    source = DemoSource(ctx.hub, ctx.hub.clock, clip)
+    source.start(demo.app, demo.name)
+    return source
+
+
 async def serve(
     settings: Settings, *, config_path: str | None = None, ready: anyio.Event | None = None
 ) -> None:
@@ -66,6 +87,7 @@ async def serve(
     ctx.config_path = config_path
     server = RtmpServer(ctx)
     await server.start()
+    demo = await _start_demo(ctx) if settings.demo.enabled and settings.mode == "origin" else None
     print(_hints(settings, server.port), flush=True)
     if ready is not None:
         ready.set()
@@ -83,6 +105,8 @@ async def serve(
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
     finally:
+        if demo is not None:
+            demo.close()
         with anyio.CancelScope(shield=True):
             await server.close()
 

@@ -11,6 +11,7 @@ from streamgate.auth import signcmd
 from streamgate.config import load_settings
 from streamgate.errors import ConfigError
 from streamgate.log import setup_logging
+from streamgate.probe import cli as probe_cli
 
 __all__ = ["main"]
 
@@ -29,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     sign = sub.add_parser("sign", help="print a signed play or publish URL")
     signcmd.add_arguments(sign)
+    probe = sub.add_parser(
+        "probe",
+        help="check an RTMP(S) origin or stream step by step (exit 0 only if media arrived)",
+        description=probe_cli.DESCRIPTION,
+        epilog=probe_cli.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    probe_cli.add_arguments(probe)
     return parser
 
 
@@ -36,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sign":
         return signcmd.main(args)
+    if args.command == "probe":
+        return probe_cli.main(args)
     if args.command == "config-reference":
         from streamgate.reference import render_reference
 

@@ -32,6 +32,7 @@ from streamgate.errors import ConfigError
 
 __all__ = [
     "AuthSettings",
+    "DemoSettings",
     "EdgeSettings",
     "HttpSettings",
     "LimitsSettings",
@@ -358,6 +359,22 @@ class HttpSettings(_Section):
         return value
 
 
+class DemoSettings(_Section):
+    """A built-in test source (origin mode): a test pattern with a tone, made with PyAV."""
+
+    enabled: bool = Field(False, description="Publish the demo stream at start-up.")
+    app: str = Field("live", min_length=1, description="App the demo is published under.")
+    name: str = Field("demo", min_length=1, description="Stream name of the demo.")
+    size: str = Field(
+        "640x360", pattern=r"^\d{2,4}x\d{2,4}$", description="Picture size, WIDTHxHEIGHT."
+    )
+    rate: int = Field(30, ge=1, le=60, description="Frames per second.")
+    bitrate: int = Field(1_000_000, ge=50_000, le=20_000_000, description="Video bits per second.")
+    seconds: int = Field(
+        4, ge=2, le=60, description="Length of the clip encoded once at start and looped."
+    )
+
+
 class LogSettings(_Section):
     """Logging."""
 
@@ -392,6 +409,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     _toml_file: ClassVar[Path | None] = None

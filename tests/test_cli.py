@@ -75,13 +75,18 @@ def test_run_serves_ffmpeg_and_stops_on_sigterm(tmp_path: Path) -> None:
         for _ in range(20):
             line = proc.stdout.readline()
             banner += line
-            if "ffplay" in line:
+            if "probe:" in line:
                 break
         match = re.search(r"ready on 127\.0\.0\.1:(\d+)", banner)
         assert match, banner
         port = int(match.group(1))
         assert "ffmpeg " in banner and "ffplay rtmp://127.0.0.1" in banner
-        url = f"rtmp://127.0.0.1:{port}/live/demo"
+        # the embedded default's demo source plays at once ...
+        demo = probe(f"rtmp://127.0.0.1:{port}/live/demo", read_seconds=2, timeout=20)
+        assert (demo.video.codec_name, demo.video.width, demo.video.height) == ("h264", 640, 360)
+        assert demo.audio.codec_name == "aac"
+        # ... and ffmpeg can publish beside it
+        url = f"rtmp://127.0.0.1:{port}/live/mystream"
         with publisher(url) as pub:
             result = None
 
@@ -189,3 +194,17 @@ def test_sighup_reload_keeps_players_and_sigterm_says_goodbye(tmp_path: Path) ->
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_probe_is_wired_with_its_help() -> None:
+    result = streamgate("probe", "--help")
+    assert result.returncode == 0
+    assert "--media-timeout" in result.stdout and "exit status" in result.stdout
+
+
+def test_probe_of_a_closed_port_fails_with_a_diagnosis() -> None:
+    from tests.peers import free_port
+
+    result = streamgate("probe", f"rtmp://127.0.0.1:{free_port()}/live/x")
+    assert result.returncode == 1
+    assert "refused" in result.stdout.lower()

@@ -110,12 +110,14 @@ class ServerHandshake:
             return data
         self._buf += data
         if not self._sent:
-            if len(self._buf) < 1 + HANDSHAKE_SIZE:
-                return b""
-            if self._buf[0] != RTMP_VERSION:
+            # The version byte is judged at once: a TLS client or garbage is
+            # refused now, not after 1537 bytes or the handshake timeout.
+            if self._buf and self._buf[0] != RTMP_VERSION:
                 raise RemoteProtocolError(
                     f"handshake: unsupported RTMP version {self._buf[0]} (only 3 is spoken)"
                 )
+            if len(self._buf) < 1 + HANDSHAKE_SIZE:
+                return b""
             c1 = bytes(self._buf[1 : 1 + HANDSHAKE_SIZE])
             del self._buf[: 1 + HANDSHAKE_SIZE]
             self._out = bytes([RTMP_VERSION]) + self._answer(c1)

@@ -228,3 +228,12 @@ def test_arbitrary_client_bytes_complete_the_handshake_or_raise_protocol_error(
     assert len(server.data_to_send()) == 1 + 2 * SIZE
     assert server.complete == (len(data) >= 1 + 2 * SIZE)
     assert rest == data[1 + 2 * SIZE :]
+
+
+def test_a_wrong_version_byte_is_refused_at_once() -> None:
+    """A TLS ClientHello (0x16) or garbage fails on its first byte, not after 1537."""
+    from streamgate.errors import RemoteProtocolError as _Refused
+    from streamgate.rtmp.handshake import ServerHandshake as _Server
+
+    with pytest.raises(_Refused, match="version 22"):
+        _Server().receive_data(b"\x16")
