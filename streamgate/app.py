@@ -9,6 +9,7 @@ import signal
 
 import anyio
 
+from streamgate.api import ApiServer, start_api
 from streamgate.config import Settings, load_settings, parse_listen
 from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
@@ -19,17 +20,21 @@ __all__ = ["reload", "run", "serve"]
 log = logging.getLogger("streamgate")
 
 
-def _hints(settings: Settings, port: int) -> str:
+def _hints(settings: Settings, port: int, api_port: int | None = None) -> str:
     host, _ = parse_listen(settings.rtmp.listen)
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint
         host = "127.0.0.1"
     base = f"rtmp://{host}:{port}/live"
+    api = ""
+    if api_port is not None:
+        http = f"http://{parse_listen(settings.http.listen)[0]}:{api_port}"
+        api = f"\n  api:     curl {http}/api/v1/streams   metrics: curl {http}/metrics"
     if settings.mode == "edge":
         return (
             f"streamgate edge ready on {host}:{port}, pulling from "
             f"{', '.join(settings.edge.origins)}\n"
             f"  play:    ffplay {base}/<stream published on the origin>\n"
-            f"  probe:   ffprobe {base}/<stream>"
+            f"  probe:   ffprobe {base}/<stream>{api}"
         )
     demo = ""
     if settings.demo.enabled:
@@ -42,7 +47,7 @@ def _hints(settings: Settings, port: int) -> str:
         f"-f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency "
         f"-g 60 -c:a aac -f flv {base}/mystream\n"
         f"  play:    ffplay {base}/mystream\n"
-        f"  probe:   ffprobe {base}/mystream"
+        f"  probe:   ffprobe {base}/mystream{api}"
     )
 
 
@@ -87,11 +92,17 @@ async def serve(
     ctx.config_path = config_path
     server = RtmpServer(ctx)
     await server.start()
-    demo = await _start_demo(ctx) if settings.demo.enabled and settings.mode == "origin" else None
-    print(_hints(settings, server.port), flush=True)
-    if ready is not None:
-        ready.set()
+    api: ApiServer | None = None
+    demo: DemoSource | None = None
     try:
+        api = await start_api(  # None when [http] enabled = false
+            ctx, listening=lambda: server.serving, reload=functools.partial(reload, ctx)
+        )
+        if settings.demo.enabled and settings.mode == "origin":
+            demo = await _start_demo(ctx)
+        print(_hints(settings, server.port, api.port if api is not None else None), flush=True)
+        if ready is not None:
+            ready.set()
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -108,6 +119,8 @@ async def serve(
         if demo is not None:
             demo.close()
         with anyio.CancelScope(shield=True):
+            if api is not None:
+                await api.close()  # before the RTMP listener closes
             await server.close()
 
 

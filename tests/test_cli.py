@@ -60,7 +60,8 @@ def test_run_serves_ffmpeg_and_stops_on_sigterm(tmp_path: Path) -> None:
     """What `make run` does, on a free port: publish with ffmpeg, play with ffprobe."""
     need("ffmpeg")
     conf = tmp_path / "sg.toml"
-    conf.write_text((ROOT / "conf" / "streamgate.toml").read_text().replace(":1935", ":0"))
+    default = (ROOT / "conf" / "streamgate.toml").read_text()
+    conf.write_text(default.replace(":1935", ":0").replace(":8080", ":0"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamgate", "run", "-c", str(conf)],
         stdout=subprocess.PIPE,
@@ -75,16 +76,24 @@ def test_run_serves_ffmpeg_and_stops_on_sigterm(tmp_path: Path) -> None:
         for _ in range(20):
             line = proc.stdout.readline()
             banner += line
-            if "probe:" in line:
+            if "metrics: curl" in line:
                 break
         match = re.search(r"ready on 127\.0\.0\.1:(\d+)", banner)
         assert match, banner
         port = int(match.group(1))
         assert "ffmpeg " in banner and "ffplay rtmp://127.0.0.1" in banner
+        api = re.search(r"curl (http://127\.0\.0\.1:\d+)/api/v1/streams", banner)
+        assert api, banner
         # the embedded default's demo source plays at once ...
         demo = probe(f"rtmp://127.0.0.1:{port}/live/demo", read_seconds=2, timeout=20)
         assert (demo.video.codec_name, demo.video.width, demo.video.height) == ("h264", 640, 360)
         assert demo.audio.codec_name == "aac"
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{api.group(1)}/api/v1/streams", timeout=5) as response:
+            listed = json.load(response)
+        assert any(s.get("name") == "demo" for s in listed["streams"]), listed
         # ... and ffmpeg can publish beside it
         url = f"rtmp://127.0.0.1:{port}/live/mystream"
         with publisher(url) as pub:
@@ -124,7 +133,8 @@ def test_sighup_reload_keeps_players_and_sigterm_says_goodbye(tmp_path: Path) ->
     need("ffmpeg")
     conf = tmp_path / "sg.toml"
     base = (
-        '[rtmp]\nlisten = "127.0.0.1:0"\ndrain_time = 3.0\n[origin]\npublish_idle_timeout = 10.0\n'
+        '[rtmp]\nlisten = "127.0.0.1:0"\ndrain_time = 3.0\n[http]\nlisten = "127.0.0.1:0"\n'
+        "[origin]\npublish_idle_timeout = 10.0\n"
     )
     conf.write_text(base)
     proc = subprocess.Popen(

@@ -71,6 +71,10 @@ class StreamHub:
     def get(self, app: str, name: str) -> Stream | None:
         return self._streams.get((app, name))
 
+    def publisher(self, stream: Stream) -> PublisherSink | None:
+        """Whoever publishes ``stream`` (a session, or an in-process source)."""
+        return self._publishers.get(stream)
+
     # ------------------------------------------------------------ publishing
 
     def publish(self, app: str, name: str, publisher: PublisherSink) -> Stream:

@@ -212,6 +212,11 @@ class RtmpServer:
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
+    def serving(self) -> bool:
+        """Whether the RTMP listener accepts connections (for /readyz)."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         port: int = self._server.sockets[0].getsockname()[1]

@@ -67,6 +67,7 @@ class RtmpSession(asyncio.Protocol):
         self.closed = False
         self.paused = False  # the transport asked us to stop writing
         self.ip = ""
+        self.connected_at = 0.0  # loop time of the accept
         self.admitted = False  # counted by the admission guard
         self.connect_query = ""  # a token may ride on the app/tcUrl instead of the name
         self.authorizing: set[int] = set()  # stream ids waiting for an auth hook
@@ -84,6 +85,7 @@ class RtmpSession(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.ip = str(peer[0]) if peer else ""
         now = self.ctx.loop.time()
+        self.connected_at = now
         reason = self.ctx.admission.admit(self.ip, now, self.ctx.trusted(self.ip))
         if reason is not None:
             # Before any handshake byte, with a reset: the accept loop moves on at once.

@@ -7,7 +7,7 @@ distinct names costs a fixed amount of memory.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
 __all__ = ["NegativeCache"]
 
@@ -39,6 +39,12 @@ class NegativeCache:
             return None
         self.hits += 1
         return entry[1]
+
+    def items(self, now: float) -> Iterator[tuple[Hashable, float, str]]:
+        """(key, expires, reason) of the entries still in force, oldest first."""
+        for key, (expires, reason) in list(self._entries.items()):
+            if expires > now:
+                yield key, expires, reason
 
     def discard(self, key: Hashable) -> None:
         self._entries.pop(key, None)

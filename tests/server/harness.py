@@ -30,6 +30,9 @@ class ServerThread:
         if settings is None:
             sections.setdefault("rtmp", {})
             sections["rtmp"].setdefault("listen", "127.0.0.1:0")
+            # Every real peer of the tests is on loopback: trusted (no per-IP rate
+            # or bans) unless a test sets its own [limits] to test exactly those.
+            sections.setdefault("limits", {"allow": ["127.0.0.0/8"]})
             settings = load_settings(None, **sections)
         self.settings = settings
         self.loop = uvloop.new_event_loop()

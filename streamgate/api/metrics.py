@@ -1,0 +1,484 @@
+"""Prometheus metrics: one collector that reads the gateway's state at scrape time.
+
+Nothing on the media path touches a metric. The numbers already exist
+(``ServerContext.counters``, per-stream and per-origin counters, the hub and
+ingest tables); :class:`StreamgateCollector` turns them into ``streamgate_``
+series when Prometheus scrapes, on the event loop that owns them.
+
+Cardinality is bounded: per-stream series (labels ``app``, ``stream``) exist
+only for the ``max_stream_series`` streams with the most players (ties by
+name), ``streamgate_stream_series_omitted`` counts the rest, and every family
+labelled from a counter key keeps at most ``MAX_LABEL_VALUES`` values (the
+rest are summed under ``(other)``). Origins are labelled by address, which the
+configuration bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from streamgate import __version__
+from streamgate.api.views import StreamRef, stream_refs
+from streamgate.relay.stream import Stream
+from streamgate.shield import BreakerState
+
+if TYPE_CHECKING:
+    from streamgate.api.http import HttpServer
+    from streamgate.server.listener import ServerContext
+
+__all__ = [
+    "BREAKER_VALUES",
+    "DEFAULT_STREAM_SERIES",
+    "LAG_BUCKETS",
+    "MAX_LABEL_VALUES",
+    "LoopLagMonitor",
+    "StreamgateCollector",
+]
+
+DEFAULT_STREAM_SERIES = 100
+"""Streams (top by players) that get per-stream series."""
+
+MAX_LABEL_VALUES = 100
+"""Most label values one counter-derived family carries; the rest sum into ``(other)``."""
+
+BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+"""``streamgate_upstream_breaker_state``: 0 closed, 1 half-open, 2 open."""
+
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds (seconds) of the event-loop lag histogram."""
+
+# ServerContext.counters keys with a fixed meaning -> (metric, help).
+_PLAIN_COUNTERS = {
+    "protocol_errors": (
+        "streamgate_protocol_errors",
+        "RTMP connections closed for a protocol error.",
+    ),
+    "slow_players_dropped": (
+        "streamgate_slow_players_dropped",
+        "Players dropped because they could not keep up (or their socket failed).",
+    ),
+    "bans_issued": (
+        "streamgate_bans_issued",
+        "IP bans issued (repeated auth failures or plays of distinct missing streams).",
+    ),
+    "publishers_idle_dropped": (
+        "streamgate_publishers_idle_dropped",
+        "Publishers dropped for sending no media for publish_idle_timeout.",
+    ),
+}
+
+# ServerContext.counters key prefixes -> (metric, help, label).
+_LABELLED_COUNTERS = {
+    "play_refused:": (
+        "streamgate_plays_refused",
+        "Plays refused, by the NetStream status code sent (the reason).",
+        "reason",
+    ),
+    "rejected:": (
+        "streamgate_rejected",
+        "Connections, plays and publishes refused by policy (admission limits, bans, auth, "
+        "a name already published), by reason.",
+        "reason",
+    ),
+}
+
+_ORIGIN_STATES = ("live", "idle")
+_EDGE_STATES = ("starting", "live", "linger", "reconnecting", "backing-off")
+_ROLES = ("publisher", "player", "unknown")
+
+
+class LoopLagMonitor:
+    """Event-loop lag: a timer due every ``interval`` s notes how late it ran.
+
+    Lag is how long ready callbacks (a slow handler, a huge write, a blocking
+    call) kept the loop from running a timer that was due.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        interval: float = 0.5,
+        buckets: tuple[float, ...] = LAG_BUCKETS,
+    ) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # per bucket, the last is +Inf
+        self.samples = 0
+        self.total = 0.0
+        self.last = 0.0
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start sampling (on the loop's thread)."""
+        if self._handle is None:
+            self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self) -> None:
+        self._due = self.loop.time() + self.interval
+        self._handle = self.loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        self.observe(self.loop.time() - self._due)
+        self._schedule()
+
+    def observe(self, lag: float) -> None:
+        """Record one lag sample (seconds; negative reads as 0)."""
+        lag = max(lag, 0.0)
+        self.last = lag
+        self.samples += 1
+        self.total += lag
+        self.counts[bisect.bisect_left(self.buckets, lag)] += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Histogram buckets as Prometheus wants them: (le, cumulative count)."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.buckets, math.inf), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == math.inf else repr(bound), float(running)))
+        return out
+
+
+@dataclass(slots=True)
+class _BytesTotal:
+    """``streamgate_bytes_in_total`` without a hook on the media path.
+
+    Live streams contribute their ``bytes_in``; a stream gone since the last
+    scrape contributes what it had then. So the total is monotonic and exact
+    for streams that lived across a scrape, and misses only what a stream
+    received after the last scrape before it ended.
+    """
+
+    retired: int = 0
+    seen: dict[tuple[int, float, str, str], int] = field(default_factory=dict)
+
+    def update(self, streams: Iterable[Stream]) -> int:
+        current = {(id(s), s.created, s.app, s.name): s.bytes_in for s in streams}
+        for key, count in self.seen.items():
+            if key not in current:
+                self.retired += count
+        self.seen = current
+        return self.retired + sum(current.values())
+
+
+@dataclass(slots=True)
+class _StreamRow:
+    players: int = 0
+    publishers: int = 0
+    bytes_in: int = 0
+
+
+class StreamgateCollector:
+    """Reads a :class:`ServerContext` at scrape time; register it on a
+    ``CollectorRegistry`` and call only on the context's event loop."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        *,
+        listening: Callable[[], bool],
+        lag: LoopLagMonitor | None = None,
+        http: HttpServer | None = None,
+        api_counters: Mapping[str, int] | None = None,
+        max_stream_series: int = DEFAULT_STREAM_SERIES,
+    ) -> None:
+        self.ctx = ctx
+        self.listening = listening
+        self.lag = lag
+        self.http = http
+        self.api_counters = api_counters if api_counters is not None else Counter()
+        self.max_stream_series = max_stream_series
+        self._bytes = _BytesTotal()
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: every family, from the current state."""
+        ctx = self.ctx
+        now = ctx.loop.time()
+        refs = stream_refs(ctx, now)
+        yield from self._process(now)
+        yield from self._connections()
+        yield from self._streams(refs)
+        yield from self._counters()
+        yield from self._protection(now)
+        if ctx.edge is not None:
+            yield from self._edge(now)
+        yield from self._loop_lag()
+        yield from self._http()
+
+    # ------------------------------------------------------------ families
+
+    def _process(self, now: float) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "streamgate_info",
+            "The gateway's mode and version (always 1).",
+            labels=["mode", "version"],
+        )
+        info.add_metric([self.ctx.settings.mode, __version__], 1)
+        yield info
+        ready = self.listening()
+        if self.ctx.edge is not None:
+            ready = ready and self.ctx.edge.pool.any_healthy(now)
+        yield GaugeMetricFamily(
+            "streamgate_ready", "1 when /readyz answers 200, else 0.", value=int(ready)
+        )
+
+    def _connections(self) -> Iterator[Metric]:
+        roles = Counter(dict.fromkeys(_ROLES, 0))
+        for session in self.ctx.sessions.values():
+            roles[session.role] += 1
+        family = GaugeMetricFamily(
+            "streamgate_connections", "Open RTMP connections, by role.", labels=["role"]
+        )
+        for role, count in sorted(roles.items()):
+            family.add_metric([role], count)
+        yield family
+
+    def _streams(self, refs: list[StreamRef]) -> Iterator[Metric]:
+        ctx = self.ctx
+        states = Counter({("published", s): 0 for s in _ORIGIN_STATES})
+        if ctx.edge is not None:
+            states.update({("pulled", s): 0 for s in _EDGE_STATES})
+        rows: dict[tuple[str, str], _StreamRow] = {}
+        players = 0
+        for ref in refs:
+            states[(ref.role, ref.state)] += 1
+            row = rows.setdefault((ref.app, ref.name), _StreamRow())
+            count = ref.stream.player_count
+            players += count
+            row.players += count
+            row.publishers += 1 if ref.ingest is None or ref.ingest.link is not None else 0
+            row.bytes_in += ref.stream.bytes_in
+        family = GaugeMetricFamily(
+            "streamgate_streams", "Streams, by role and state.", labels=["role", "state"]
+        )
+        for (role, state), count in sorted(states.items()):
+            family.add_metric([role, state], count)
+        yield family
+        yield GaugeMetricFamily(
+            "streamgate_players", "Players attached to streams (all streams).", value=players
+        )
+        waiting = ctx.hub.waiting + sum(len(i.waiters) for i in (ctx.edge or ()))
+        yield GaugeMetricFamily(
+            "streamgate_waiting_players", "Players waiting for a stream to start.", value=waiting
+        )
+        yield CounterMetricFamily(
+            "streamgate_bytes_in",
+            "Media payload bytes received from publishers and origins (see docs: a stream's "
+            "bytes after the last scrape before it ended are not counted).",
+            value=self._bytes.update(ref.stream for ref in refs),
+        )
+
+        top = sorted(rows.items(), key=lambda kv: (-kv[1].players, kv[0]))
+        shown = top[: self.max_stream_series]
+        labels = ["app", "stream"]
+        per_players = GaugeMetricFamily(
+            "streamgate_stream_players", "Players per stream (top streams only).", labels=labels
+        )
+        per_publishers = GaugeMetricFamily(
+            "streamgate_stream_publishers",
+            "Publishers per stream: the publisher (origin) or an open upstream link (edge).",
+            labels=labels,
+        )
+        per_bytes = CounterMetricFamily(
+            "streamgate_stream_bytes_in",
+            "Media payload bytes received per stream (top streams only; resets with the stream).",
+            labels=labels,
+        )
+        for (app, name), row in shown:
+            per_players.add_metric([app, name], row.players)
+            per_publishers.add_metric([app, name], row.publishers)
+            per_bytes.add_metric([app, name], row.bytes_in)
+        yield per_players
+        yield per_publishers
+        yield per_bytes
+        yield GaugeMetricFamily(
+            "streamgate_stream_series_omitted",
+            f"Streams left out of per-stream series (only the top {self.max_stream_series} "
+            "by players get them).",
+            value=len(rows) - len(shown),
+        )
+
+    def _counters(self) -> Iterator[Metric]:
+        counters = self.ctx.counters
+        for key, (name, doc) in _PLAIN_COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=counters.get(key, 0))
+        known = set(_PLAIN_COUNTERS)
+        for prefix, (name, doc, label) in _LABELLED_COUNTERS.items():
+            values = {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix)}
+            known.update(prefix + k for k in values)
+            yield _labelled_counter(name, doc, label, values)
+        # Anything else the gateway counts shows up without a code change here.
+        others = {k: v for k, v in counters.items() if k not in known}
+        yield _labelled_counter(
+            "streamgate_events", "Other events the gateway counts, by name.", "event", others
+        )
+
+    def _protection(self, now: float) -> Iterator[Metric]:
+        ctx = self.ctx
+        yield GaugeMetricFamily(
+            "streamgate_bans_active", "IPs banned right now.", value=len(ctx.bans.bans(now))
+        )
+        yield CounterMetricFamily(
+            "streamgate_ban_store_failures",
+            "Ban store calls that failed (protection degraded, plays went on).",
+            value=ctx.bans.failures,
+        )
+        yield GaugeMetricFamily(
+            "streamgate_admitted_connections",
+            "RTMP connections counted by the admission guard.",
+            value=ctx.admission.connections,
+        )
+        yield GaugeMetricFamily(
+            "streamgate_admission_tracked_ips",
+            "IPs the admission guard keeps per-IP state for.",
+            value=ctx.admission.tracked_ips,
+        )
+
+    def _edge(self, now: float) -> Iterator[Metric]:
+        edge = self.ctx.edge
+        assert edge is not None
+        labels = ["origin"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "links": GaugeMetricFamily(
+                "streamgate_upstream_links", "Open upstream links, per origin.", labels=labels
+            ),
+            "breaker": GaugeMetricFamily(
+                "streamgate_upstream_breaker_state",
+                "Circuit breaker per origin: 0 closed, 1 half-open, 2 open.",
+                labels=labels,
+            ),
+            "connects": CounterMetricFamily(
+                "streamgate_upstream_connects",
+                "Upstream connect attempts started, per origin.",
+                labels=labels,
+            ),
+            "failures": CounterMetricFamily(
+                "streamgate_upstream_connect_failures",
+                "Upstream connects that failed (unreachable, or no answer in time), per origin.",
+                labels=labels,
+            ),
+            "missing": CounterMetricFamily(
+                "streamgate_upstream_missing",
+                "Upstream plays the origin answered as missing (or sent no media), per origin.",
+                labels=labels,
+            ),
+            "rate_limited": CounterMetricFamily(
+                "streamgate_upstream_rate_limited",
+                "Connects not attempted because of the per-origin connect rate, per origin.",
+                labels=labels,
+            ),
+            "opens": CounterMetricFamily(
+                "streamgate_upstream_breaker_opens",
+                "Times the origin's circuit breaker opened.",
+                labels=labels,
+            ),
+        }
+        for origin in edge.pool.origins:
+            address = [origin.address]
+            families["links"].add_metric(address, origin.links)
+            families["breaker"].add_metric(address, BREAKER_VALUES[origin.breaker.current(now)])
+            families["connects"].add_metric(address, origin.connects)
+            families["failures"].add_metric(address, origin.failures)
+            families["missing"].add_metric(address, origin.missing)
+            families["rate_limited"].add_metric(address, origin.rate_limited)
+            families["opens"].add_metric(address, origin.breaker.opens)
+        yield from families.values()
+        refusals = {
+            k.partition(":")[2]: v for k, v in edge.counters.items() if k.startswith("refused:")
+        }
+        yield _labelled_counter(
+            "streamgate_edge_plays_refused",
+            "Edge plays refused before any origin was asked (negative cache, breaker, "
+            "rate, link cap), by reason.",
+            "reason",
+            refusals,
+        )
+        yield GaugeMetricFamily(
+            "streamgate_negative_cache_entries",
+            "Stream names the edge currently refuses as missing.",
+            value=len(edge.negative),
+        )
+        yield CounterMetricFamily(
+            "streamgate_negative_cache_hits",
+            "Plays answered from the negative cache.",
+            value=edge.negative.hits,
+        )
+
+    def _loop_lag(self) -> Iterator[Metric]:
+        lag = self.lag
+        if lag is None:
+            return
+        histogram = HistogramMetricFamily(
+            "streamgate_event_loop_lag_seconds",
+            f"How late a timer due every {lag.interval:g} s ran on the event loop.",
+            buckets=lag.cumulative(),
+            sum_value=lag.total,
+        )
+        yield histogram
+        yield GaugeMetricFamily(
+            "streamgate_event_loop_lag_last_seconds",
+            "The most recent event-loop lag sample.",
+            value=lag.last,
+        )
+
+    def _http(self) -> Iterator[Metric]:
+        http = self.http
+        if http is not None:
+            yield GaugeMetricFamily(
+                "streamgate_http_connections",
+                "Open HTTP API connections.",
+                value=len(http.connections),
+            )
+            statuses = {
+                k.partition(":")[2]: v for k, v in http.counters.items() if k.startswith("status:")
+            }
+            yield _labelled_counter(
+                "streamgate_http_responses", "HTTP API responses, by status code.", "code", statuses
+            )
+            yield CounterMetricFamily(
+                "streamgate_http_connections_rejected",
+                "HTTP connections refused (503) because the connection cap was reached.",
+                value=http.counters.get("rejected_busy", 0),
+            )
+            yield CounterMetricFamily(
+                "streamgate_http_timeouts",
+                "HTTP connections closed for not sending a request in time.",
+                value=http.counters.get("timeouts", 0),
+            )
+        yield _labelled_counter(
+            "streamgate_api_actions",
+            "Changes made through the HTTP API (streams ended, clients kicked, misses forgotten).",
+            "action",
+            dict(self.api_counters),
+        )
+
+
+def _labelled_counter(name: str, doc: str, label: str, values: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = ranked[: MAX_LABEL_VALUES - 1] if len(ranked) > MAX_LABEL_VALUES else ranked
+    for value, count in sorted(kept):
+        family.add_metric([value], count)
+    if len(kept) < len(ranked):
+        family.add_metric(["(other)"], sum(count for _, count in ranked[len(kept) :]))
+    return family

@@ -1,0 +1,341 @@
+"""The gateway's state as JSON-ready dicts, for the HTTP API and the metrics.
+
+Read-only, and called on the event loop that owns the state (the API server
+runs there), so nothing is locked or copied beyond what a listing needs.
+The one edge-only subtlety: with ``forward_query`` an edge keys streams by
+name *and* query string, and a query may carry a player's token, so only
+parameter names are shown, never values, and stream names are shown without
+their query.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from streamgate.edge.ingest import Ingest, IngestState
+from streamgate.edge.origins import Origin
+from streamgate.relay.stream import Stream
+from streamgate.rtmp.connection import split_query
+
+if TYPE_CHECKING:
+    from streamgate.server.listener import ServerContext
+    from streamgate.server.session import RtmpSession
+
+__all__ = [
+    "IDLE_AFTER",
+    "MAX_MISSING_LISTED",
+    "StreamRef",
+    "bans_listing",
+    "client_view",
+    "clients_listing",
+    "find_missing",
+    "find_streams",
+    "missing_cached",
+    "missing_keys",
+    "origin_view",
+    "origins_listing",
+    "publishers_by_stream",
+    "readiness",
+    "redact",
+    "stream_refs",
+    "stream_view",
+    "streams_listing",
+]
+
+IDLE_AFTER = 2.0
+"""Seconds without media after which a published (origin) stream reads ``idle``."""
+
+MAX_MISSING_LISTED = 1000
+"""Most negative-cache entries a stream listing shows (the cache holds up to 100k)."""
+
+_MAX_RETRY_DELAYS_SHOWN = 10
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    """One stream the gateway carries: published here (origin) or pulled (edge)."""
+
+    app: str
+    name: str  # without any query string
+    query_params: tuple[str, ...]  # names only (edge ``forward_query`` keys)
+    role: str  # "published" | "pulled"
+    state: str  # origin: live/idle; edge: starting/live/linger/reconnecting/backing-off
+    stream: Stream
+    ingest: Ingest | None = None
+
+
+def redact(text: str) -> str:
+    """Drop query strings (where tokens travel) from text shown to API users."""
+    return _QUERY.sub("?<redacted>", text)
+
+
+def _secs(value: float | None) -> float | None:
+    return None if value is None else round(max(value, 0.0), 3)
+
+
+def _param_names(query: str) -> tuple[str, ...]:
+    return tuple(p.partition("=")[0] for p in query.split("&") if p)
+
+
+def _origin_state(stream: Stream, now: float) -> str:
+    live = stream.messages_in > 0 and now - stream.last_media <= IDLE_AFTER
+    return "live" if live else "idle"
+
+
+def _edge_state(ingest: Ingest) -> str:
+    if ingest.state is IngestState.RECONNECTING and ingest.link is None:
+        return "backing-off"  # between attempts: the link is closed, a retry is due
+    return ingest.state.value
+
+
+def stream_refs(ctx: ServerContext, now: float) -> list[StreamRef]:
+    """Every stream, published ones first, in (app, name) order within each role."""
+    refs = [
+        StreamRef(s.app, s.name, (), "published", _origin_state(s, now), s)
+        for s in sorted(ctx.hub, key=lambda s: (s.app, s.name))
+    ]
+    if ctx.edge is not None:
+        for ingest in sorted(ctx.edge, key=lambda i: i.key):
+            if ingest.state is IngestState.ENDED:
+                continue
+            name, query = split_query(ingest.key[1])
+            refs.append(
+                StreamRef(
+                    ingest.key[0],
+                    name,
+                    _param_names(query),
+                    "pulled",
+                    _edge_state(ingest),
+                    ingest.stream,
+                    ingest,
+                )
+            )
+    return refs
+
+
+def publishers_by_stream(ctx: ServerContext) -> dict[int, RtmpSession]:
+    """``id(stream)`` -> the session publishing it (origin mode)."""
+    return {
+        id(session.publishing): session
+        for session in ctx.sessions.values()
+        if session.publishing is not None
+    }
+
+
+def stream_view(
+    ref: StreamRef, now: float, publishers: Mapping[int, RtmpSession] | None = None
+) -> JsonObject:
+    """One stream: who feeds it, its players, rates, codecs and ages."""
+    stream = ref.stream
+    players = stream.player_count
+    bitrate_in = stream.bitrate_in.bitrate(now)
+    video, audio = stream.video, stream.audio
+    view: JsonObject = {
+        "app": ref.app,
+        "name": ref.name,
+        "role": ref.role,
+        "state": ref.state,
+        "players": players,
+        "age_seconds": _secs(now - stream.created),
+        "bitrate_in_bps": round(bitrate_in),
+        # Not measured: what players actually take may be less (skipped GOPs).
+        "bitrate_out_bps_estimate": round(bitrate_in * players),
+        "bytes_in": stream.bytes_in,
+        "messages_in": stream.messages_in,
+        "last_media_age_seconds": _secs(now - stream.last_media) if stream.messages_in else None,
+        "last_keyframe_age_seconds": (
+            _secs(now - stream.last_keyframe) if stream.last_keyframe is not None else None
+        ),
+        "video": asdict(video) if video is not None else None,
+        "audio": asdict(audio) if audio is not None else None,
+        "dropped_players": stream.dropped_players,
+    }
+    ingest = ref.ingest
+    if ingest is not None:
+        origin = ingest.origin
+        started = ingest.link_started if ingest.link is not None else None
+        view["query_params"] = list(ref.query_params)
+        view["upstream"] = {
+            "origin": origin.address if origin is not None else None,
+            "link_age_seconds": _secs(now - started) if started is not None else None,
+            "links_opened": ingest.links_opened,
+            "waiting_players": len(ingest.waiters),
+            "retry_delays_seconds": [
+                round(d, 3) for d in ingest.retry_delays[-_MAX_RETRY_DELAYS_SHOWN:]
+            ],
+        }
+    else:
+        publisher = (publishers or {}).get(id(stream))
+        view["publisher"] = (
+            None
+            if publisher is None
+            else {
+                "client_id": publisher.id,
+                "peer": publisher.peer,
+                "connected_seconds": _secs(_age(publisher, now)),
+            }
+        )
+        # The publisher's connection is this stream's upstream link.
+        view["upstream"] = {"link_age_seconds": _secs(now - stream.created)}
+    return view
+
+
+def _negative_entries(ctx: ServerContext, now: float) -> Iterator[tuple[str, str, float, str]]:
+    """(app, name with query, expires, reason) of negative-cache entries still in force."""
+    if ctx.edge is None:
+        return
+    for key, expires, reason in ctx.edge.negative.items(now):
+        if isinstance(key, tuple) and len(key) == 2:
+            yield str(key[0]), str(key[1]), expires, reason
+
+
+def _missing_view(app: str, key_name: str, expires: float, reason: str, now: float) -> JsonObject:
+    name, query = split_query(key_name)
+    return {
+        "app": app,
+        "name": name,
+        "query_params": list(_param_names(query)),
+        "role": "pulled",
+        "state": "missing-cached",
+        "expires_in_seconds": _secs(expires - now),
+        "reason": redact(reason),
+    }
+
+
+def missing_cached(
+    ctx: ServerContext, now: float, limit: int = MAX_MISSING_LISTED
+) -> tuple[list[JsonObject], int]:
+    """Edge negative-cache entries still in force (at most ``limit``) and the cache size."""
+    if ctx.edge is None:
+        return [], 0
+    listed = [
+        _missing_view(*entry, now) for entry in itertools.islice(_negative_entries(ctx, now), limit)
+    ]
+    return listed, len(ctx.edge.negative)
+
+
+def find_missing(ctx: ServerContext, app: str, name: str, now: float) -> list[JsonObject]:
+    """Negative-cache entries in force for ``app``/``name`` (any query)."""
+    return [
+        _missing_view(*entry, now)
+        for entry in _negative_entries(ctx, now)
+        if entry[0] == app and split_query(entry[1])[0] == name
+    ]
+
+
+def streams_listing(ctx: ServerContext, now: float) -> JsonObject:
+    """``GET /api/v1/streams``."""
+    publishers = publishers_by_stream(ctx)
+    streams = [stream_view(ref, now, publishers) for ref in stream_refs(ctx, now)]
+    missing, cached = missing_cached(ctx, now)
+    return {
+        "mode": ctx.settings.mode,
+        "streams": streams + missing,
+        "missing_cached_total": cached,
+        "missing_cached_listed": len(missing),
+    }
+
+
+def find_streams(ctx: ServerContext, app: str, name: str, now: float) -> list[StreamRef]:
+    """The streams named ``app``/``name`` (an edge may key one name by several queries)."""
+    return [ref for ref in stream_refs(ctx, now) if ref.app == app and ref.name == name]
+
+
+def missing_keys(ctx: ServerContext, app: str, name: str, now: float) -> list[tuple[str, str]]:
+    """The negative-cache keys in force for ``app``/``name`` (any query)."""
+    return [
+        (entry[0], entry[1])
+        for entry in _negative_entries(ctx, now)
+        if entry[0] == app and split_query(entry[1])[0] == name
+    ]
+
+
+def _age(session: RtmpSession, now: float) -> float | None:
+    return now - session.connected_at if session.connected_at else None
+
+
+def _label(stream: Stream) -> str:
+    return f"{stream.app}/{split_query(stream.name)[0]}"
+
+
+def client_view(session: RtmpSession, now: float) -> JsonObject:
+    """One RTMP connection: who, what it does, for how long."""
+    return {
+        "id": session.id,
+        "peer": session.peer,
+        "role": session.role,
+        "app": session.conn.app if session.conn is not None and session.conn.app else None,
+        "publishing": _label(session.publishing) if session.publishing is not None else None,
+        "playing": sorted(_label(stream) for stream, _ in session.playing.values()),
+        "waiting": sorted(
+            f"{app}/{split_query(name)[0]}" for app, name, _ in session.waiting.values()
+        ),
+        "congested": session.paused,
+        "connected_seconds": _secs(_age(session, now)),
+    }
+
+
+def clients_listing(ctx: ServerContext, now: float) -> JsonObject:
+    """``GET /api/v1/clients``."""
+    sessions = sorted(ctx.sessions.values(), key=lambda s: s.id)
+    return {"clients": [client_view(s, now) for s in sessions if not s.closed]}
+
+
+def origin_view(origin: Origin, now: float) -> JsonObject:
+    """One origin an edge pulls from, with its breaker and counters."""
+    breaker = origin.breaker
+    return {
+        "address": origin.address,
+        "healthy": origin.healthy(now),
+        "breaker": breaker.current(now).value,
+        "breaker_consecutive_failures": breaker.failures,
+        "breaker_opens": breaker.opens,
+        "links": origin.links,
+        "max_upstreams": origin.max_upstreams,
+        "connects": origin.connects,
+        "failures": origin.failures,
+        "missing": origin.missing,
+        "rate_limited": origin.rate_limited,
+        "last_error": redact(origin.last_error) or None,
+    }
+
+
+def origins_listing(ctx: ServerContext, now: float) -> JsonObject:
+    """``GET /api/v1/origins``: empty in origin mode."""
+    origins: Iterable[Origin] = ctx.edge.pool.origins if ctx.edge is not None else ()
+    return {"mode": ctx.settings.mode, "origins": [origin_view(o, now) for o in origins]}
+
+
+def bans_listing(ctx: ServerContext, now: float) -> list[JsonObject]:
+    """Bans in force, soonest to expire first."""
+    bans = sorted(ctx.bans.bans(now), key=lambda b: (b.until, b.ip))
+    return [
+        {
+            "ip": ban.ip,
+            "reason": redact(ban.reason),
+            "offences": ban.offences,
+            "expires_in_seconds": _secs(ban.until - now),
+        }
+        for ban in bans
+    ]
+
+
+def readiness(ctx: ServerContext, listening: bool, now: float) -> tuple[bool, JsonObject]:
+    """Ready: the RTMP listener is serving and, on an edge, some origin is usable."""
+    view: JsonObject = {"mode": ctx.settings.mode, "listening": listening}
+    ready = listening
+    if ctx.edge is not None:
+        origins = ctx.edge.pool.origins
+        healthy = sum(1 for o in origins if o.healthy(now))
+        view["origins_healthy"] = healthy
+        view["origins_total"] = len(origins)
+        ready = ready and healthy > 0
+    view["ready"] = ready
+    return ready, view
