@@ -4,10 +4,9 @@ itself uses, so players are told exactly what they would be told otherwise."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from streamgate.api.views import StreamRef, missing_keys, publishers_by_stream
+from streamgate.api.views import StreamRef, missing_keys
 from streamgate.relay.hub import PublisherSink
 from streamgate.relay.stream import Stream
 from streamgate.rtmp.messages import Status
