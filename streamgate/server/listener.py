@@ -20,8 +20,9 @@ from streamgate.relay.clock import Clock, LoopClock
 from streamgate.relay.hub import HubSettings, StreamHub
 from streamgate.relay.source import PlaySource
 from streamgate.relay.stream import FanoutSettings
+from streamgate.rtmp.chunk import ChunkLimits
 from streamgate.rtmp.connection import ConnectionLimits
-from streamgate.server.session import RtmpSession, make_limits
+from streamgate.server.session import RtmpSession
 from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
@@ -65,7 +66,14 @@ class ServerContext:
         bans = SafeBans(ban_store or MemoryBanStore(_ban_rules(settings)))
         admission = AdmissionGuard(_admission_rules(settings), bans)
         ctx = cls(
-            settings, loop, hub, hub, make_limits(settings), _authorizer(settings), bans, admission
+            settings,
+            loop,
+            hub,
+            hub,
+            _connection_limits(settings),
+            _authorizer(settings),
+            bans,
+            admission,
         )
         if settings.mode == "edge":
             edge = settings.edge
@@ -96,7 +104,7 @@ class ServerContext:
             restart.append(f"[http] listen ({old.http.listen} -> {settings.http.listen})")
         self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
         self.settings = settings
-        self.limits = make_limits(settings)
+        self.limits = _connection_limits(settings)
         self.hub.settings = _hub_settings(settings)
         self.hub.fanout = _fanout(settings)
         self.bans.configure(_ban_rules(settings))
@@ -110,6 +118,21 @@ class ServerContext:
                 self.edge.pool = _pool(settings, self.edge.clock)
         logging.getLogger().setLevel(settings.log.level.upper())
         return restart
+
+
+def _connection_limits(settings: Settings) -> ConnectionLimits:
+    rtmp = settings.rtmp
+    return ConnectionLimits(
+        handshake_timeout=rtmp.handshake_timeout,
+        command_timeout=rtmp.command_timeout,
+        chunk_size=rtmp.chunk_size,
+        window_ack_size=rtmp.window_ack_size,
+        max_streams=rtmp.max_streams_per_connection,
+        chunk=ChunkLimits(
+            max_message_size=rtmp.max_message_size,
+            max_chunk_streams=rtmp.max_chunk_streams,
+        ),
+    )
 
 
 def _fanout(settings: Settings) -> FanoutSettings:

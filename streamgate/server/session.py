@@ -21,7 +21,7 @@ from streamgate.auth import AuthDecision, TokenRequest
 from streamgate.errors import ProtocolError, StreamgateError
 from streamgate.relay.hub import StreamBusy
 from streamgate.relay.stream import Player, Stream
-from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
+from streamgate.rtmp.connection import ServerConnection
 from streamgate.rtmp.events import (
     CommandIgnored,
     ConnectRequested,
@@ -424,21 +424,3 @@ class RtmpSession(asyncio.Protocol):
         ReceiveToggled: _on_ignored,
         CommandIgnored: _on_ignored,
     }
-
-
-def make_limits(settings: Any) -> ConnectionLimits:
-    """Connection limits from the ``[rtmp]`` settings."""
-    from streamgate.rtmp.chunk import ChunkLimits
-
-    rtmp = settings.rtmp
-    return ConnectionLimits(
-        handshake_timeout=rtmp.handshake_timeout,
-        command_timeout=rtmp.command_timeout,
-        chunk_size=rtmp.chunk_size,
-        window_ack_size=rtmp.window_ack_size,
-        max_streams=rtmp.max_streams_per_connection,
-        chunk=ChunkLimits(
-            max_message_size=rtmp.max_message_size,
-            max_chunk_streams=rtmp.max_chunk_streams,
-        ),
-    )
