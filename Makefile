@@ -43,9 +43,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check streamgate tests
 	$(BIN)/mypy
 
-## bench: benchmarks (see issue: not yet written)
-bench: $(STAMP)
-	@echo "no benchmarks yet"
+## bench: fan-out, capacity, start time, flood and churn against nginx-rtmp (< 10 min);
+## writes bench-results/bench.{md,json,png} (see bench/README.md)
+bench: $(STAMP) system-packages
+	$(BIN)/python -m bench
+
+## bench-quick: fan-out at 100 and 500 players only (< 2 min); bench-results/bench-quick.*
+.PHONY: bench-quick
+bench-quick: $(STAMP) system-packages
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

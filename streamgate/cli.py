@@ -10,6 +10,7 @@ from streamgate import __version__
 from streamgate.auth import signcmd
 from streamgate.config import load_settings
 from streamgate.errors import ConfigError
+from streamgate.loadtest import cli as loadtest_cli
 from streamgate.log import setup_logging
 from streamgate.probe import cli as probe_cli
 
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     probe_cli.add_arguments(probe)
+    loadtest = sub.add_parser(
+        "loadtest",
+        help="play a stream with many RTMP players and report start times and bitrate",
+    )
+    loadtest_cli.add_arguments(loadtest)
     return parser
 
 
@@ -47,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return signcmd.main(args)
     if args.command == "probe":
         return probe_cli.main(args)
+    if args.command == "loadtest":
+        return loadtest_cli.main(args)
     if args.command == "config-reference":
         from streamgate.reference import render_reference
 

@@ -94,6 +94,7 @@ class _Group:
     """Players that share one encoding (same message stream id)."""
 
     __slots__ = (
+        "awaiting_keyframe",
         "gop_bytes",
         "gop_pending",
         "kf_index",
@@ -112,6 +113,9 @@ class _Group:
         self.pending: list[bytes] = []
         self.kf_index = -1  # index in pending of the first keyframe, -1 if none
         self.kf_timestamp = 0
+        # A player joined before any keyframe: the first one is flushed at once,
+        # not a merge interval later (it is what the player waits to start).
+        self.awaiting_keyframe = False
         self.gop_bytes: list[bytes] = []
         self.gop_pending = 0
         self.start_cache: bytes | None = None
@@ -227,10 +231,19 @@ class Stream:
                 else:
                     group.gop_bytes.append(data)
                     group.gop_pending += 1
-        if settings.merge_ms <= 0:
+        if settings.merge_ms <= 0 or (keyframe and self._anyone_awaiting_keyframe()):
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
             self.flush()
         elif self._flush_timer is None and self.groups:
             self._flush_timer = self.clock.call_later(settings.merge_ms / 1000.0, self.flush)
+
+    def _anyone_awaiting_keyframe(self) -> bool:
+        waiting = False
+        for group in self.groups.values():
+            waiting |= group.awaiting_keyframe
+            group.awaiting_keyframe = False
+        return waiting
 
     # ------------------------------------------------------------ outbound
 
@@ -349,6 +362,8 @@ class Stream:
         start = self._start_bytes(group)
         if start:
             player.write(start)
+        if len(group.gop_bytes) <= group.gop_pending:  # no keyframe reached it yet
+            group.awaiting_keyframe = True
         group.live[player] = player.write
         return player
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["RtmpSession"]
 
 log = logging.getLogger("streamgate.session")
+refusals = logging.getLogger("streamgate.refusals")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
@@ -372,7 +373,8 @@ class RtmpSession(asyncio.Protocol):
             ban = self.ctx.bans.record_missing(self.ip, f"{app}/{name}", self.ctx.loop.time())
             if ban is not None:
                 self.ctx.counters["bans_issued"] += 1
-        log.info(
+        # A flood of refusals is an attack's signature: these lines are aggregated.
+        refusals.warning(
             "conn %d %s: play of %s/%s refused: %s", self.id, self.peer, app, name, description
         )
         self.conn.refuse(sid, code, description)

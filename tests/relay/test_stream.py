@@ -55,15 +55,18 @@ def test_new_player_starts_at_last_keyframe_with_headers_first() -> None:
 
 def test_one_write_per_flush_with_shared_bytes() -> None:
     clock, stream = make(merge_ms=50)
+    stream.on_media(V, 0, AVC_KEY)  # steady state: players join a running stream
     p1, p2 = RecordingPlayer(), RecordingPlayer()
     stream.add_player(p1, 1)
     stream.add_player(p2, 1)
-    publish_gop(stream, 0, inters=5)  # 11 messages
+    p1.writes.clear()
+    p2.writes.clear()
+    publish_gop(stream, 1000, inters=5)  # 11 messages
     assert p1.writes == [] and p2.writes == []
     clock.advance(0.05)
     assert len(p1.writes) == 1 and len(p2.writes) == 1
     assert p1.writes[0] is p2.writes[0]  # the same bytes object, encoded once
-    assert len(p1.messages) == 11
+    assert len(p1.messages) == 1 + 11
 
 
 def test_merge_zero_writes_each_message() -> None:
@@ -275,3 +278,19 @@ def test_resume_headers_carry_the_resuming_keyframes_timestamp() -> None:
     stamps = [m.timestamp for m in player.messages]
     assert stamps == sorted(stamps), stamps
     assert stamps[-4:] == [1000, 1000, 1020, 1040]
+
+
+def test_a_player_waiting_for_the_first_keyframe_gets_it_without_the_merge_delay() -> None:
+    clock, stream = make(merge_ms=350)
+    stream.on_media(V, 0, AVC_CONFIG)
+    player = RecordingPlayer()
+    stream.add_player(player, 1)  # nothing to start from yet
+    stream.on_media(A, 10, AAC_RAW)
+    assert [m.payload for m in player.messages] == [AVC_CONFIG]
+    stream.on_media(V, 40, AVC_KEY)  # flushed now, not 350 ms later
+    assert player.payloads[-1] == AVC_KEY
+    stream.on_media(V, 80, AVC_INTER)  # later ones merge again
+    stream.on_media(V, 120, AVC_KEY)
+    assert player.payloads[-1] == AVC_KEY and len(player.messages) == 3
+    clock.advance(0.35)
+    assert [m.timestamp for m in player.messages] == [0, 10, 40, 80, 120]

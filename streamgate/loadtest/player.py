@@ -1,0 +1,470 @@
+"""One load-test player: an RTMP play that parses only until its first keyframe.
+
+A player goes through the real client core
+(:class:`~streamgate.rtmp.connection.ClientConnection`) for the handshake,
+``connect``, ``createStream``, ``play`` and the first media messages, and
+records when each step completed. Once the first video keyframe is in it
+drops the core and only counts bytes: every read lands in one buffer the
+whole worker process shares (``asyncio.BufferedProtocol``, so there is no
+allocation per read), and the player adds the byte count and the time.
+
+What counting mode still does, because servers need it or the record does:
+
+* it acknowledges received bytes (an RTMP Acknowledgement every
+  ``ACK_EVERY`` bytes), as the core would; SRS stops sending to a player
+  that never acks, and nginx-rtmp counts acks as the activity its ``ping``
+  check looks for;
+* it asks the kernel to wake it only once ``RCVLOWAT`` bytes are queued
+  (``SO_RCVLOWAT``), so a server that writes every message separately does
+  not cost a wake-up per message; the server sees the same ACKs either way;
+* it looks for an AMF0 ``onStatus`` command with ``bytes.find`` (C speed,
+  no parsing) to keep the last status code the server sent, such as
+  ``NetStream.Play.UnpublishNotify`` before a close. By default ("tail")
+  only the last ``SCAN_TAIL`` bytes of each read are searched: a status
+  the server sends just before it goes quiet or closes ends a read, while
+  scanning every byte ("full") costs as much as the rest of the player
+  together (a memory pass at the full bitrate); a status followed by more
+  media within one read is then missed. The 11-byte marker is also looked
+  for across the boundary of two reads, and a status whose body is cut by
+  a read boundary is completed from the next read.
+
+Times are ``time.monotonic()``, which on Linux is one clock for every
+process, so a controller can line up the records of several workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any, Final
+
+from streamgate.client import RtmpUrl
+from streamgate.errors import ProtocolError
+from streamgate.rtmp.chunk import encode_message
+from streamgate.rtmp.connection import ClientConnection, ConnState
+from streamgate.rtmp.events import (
+    Connected,
+    ConnectRejected,
+    MediaReceived,
+    StatusReceived,
+    StreamCreated,
+)
+from streamgate.rtmp.media import VIDEO_KEYFRAME, classify_video
+from streamgate.rtmp.messages import CSID_CONTROL, MsgType, Status
+
+__all__ = [
+    "ACK_EVERY",
+    "RCVLOWAT",
+    "RECORD_FIELDS",
+    "SCAN_MODES",
+    "Player",
+    "PlayerOptions",
+    "State",
+    "find_status_code",
+]
+
+ACK_EVERY: Final = 1_000_000
+"""Counting mode acknowledges every this many bytes (below any server's window)."""
+
+SCAN_MODES: Final = ("tail", "full", "off")
+SCAN_TAIL: Final = 4096  # "tail": bytes at the end of each read that are scanned
+
+RCVLOWAT: Final = 32 * 1024
+"""Counting mode wakes up once this many bytes are queued (SO_RCVLOWAT), not per segment."""
+
+HANDSHAKE_BYTES: Final = 1 + 2 * 1536  # S0 S1 S2: not counted in acknowledgements
+
+STATUS_MARK: Final = b"\x02\x00\x08onStatus"  # AMF0 string "onStatus"
+_CODE_KEY: Final = b"\x00\x04code\x02"  # object key "code", then a string marker
+_STATUS_SPAN: Final = 1024  # an onStatus body is far shorter than this
+_U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+
+
+class State(IntEnum):
+    """Where a player is; the order is the order of progress."""
+
+    CONNECTING = 0  # TCP connect under way
+    COMMANDS = 1  # handshake, connect, createStream, play
+    STARTED = 2  # NetStream.Play.Start received, no keyframe yet
+    COUNTING = 3  # first keyframe received: counting bytes only
+    CLOSED = 4  # the server closed the connection
+    FAILED = 5  # refused, protocol error, connect error or start timeout
+    LEFT = 6  # we closed it (end of run or end of its lifetime)
+
+
+class PlayerOptions:
+    """Settings every player of a run shares (picklable: sent to the workers)."""
+
+    __slots__ = ("quickack", "rcvlowat", "start_timeout", "status_scan")
+
+    def __init__(
+        self,
+        *,
+        start_timeout: float = 10.0,
+        status_scan: str = "tail",
+        quickack: bool = True,
+        rcvlowat: int = RCVLOWAT,
+    ) -> None:
+        if status_scan not in SCAN_MODES:
+            raise ValueError(f"status_scan must be one of {', '.join(SCAN_MODES)}")
+        self.start_timeout = start_timeout
+        self.status_scan = status_scan
+        self.quickack = quickack
+        self.rcvlowat = rcvlowat
+
+    def __getstate__(self) -> tuple[float, str, bool, int]:
+        return (self.start_timeout, self.status_scan, self.quickack, self.rcvlowat)
+
+    def __setstate__(self, state: tuple[float, str, bool, int]) -> None:
+        self.start_timeout, self.status_scan, self.quickack, self.rcvlowat = state
+
+
+# What Player.record() returns, in order. Times are monotonic seconds
+# (absolute); the controller turns them into durations.
+RECORD_FIELDS: Final = (
+    "index",
+    "attempt",
+    "url",
+    "state",
+    "started",  # connect() called
+    "tcp",  # TCP connected
+    "handshake",  # S0S1S2 received
+    "connected",  # NetConnection.Connect.Success
+    "play_sent",  # play command written
+    "play_start",  # NetStream.Play.Start received
+    "keyframe",  # first video keyframe complete
+    "ended",  # refused with an error status, or the connection gone (either side)
+    "closed_by_server",  # the server closed or refused it
+    "last_status",
+    "error",
+    "bytes",
+)
+
+
+def find_status_code(data: bytes | bytearray, start: int = 0, end: int | None = None) -> str | None:
+    """The ``code`` of an AMF0 ``onStatus`` whose marker is at ``start``, or None.
+
+    None also when the body is incomplete within ``data[start:end]``.
+    """
+    end = len(data) if end is None else end
+    key = data.find(_CODE_KEY, start, min(end, start + _STATUS_SPAN))
+    if key < 0 or key + len(_CODE_KEY) + 2 > end:
+        return None
+    pos = key + len(_CODE_KEY)
+    length = _U16.unpack_from(data, pos)[0]
+    if pos + 2 + length > end:
+        return None
+    return bytes(data[pos + 2 : pos + 2 + length]).decode("utf-8", "replace")
+
+
+class Player(asyncio.BufferedProtocol):
+    """One play of one URL; the worker owns the buffer, the clock and the schedule."""
+
+    __slots__ = (
+        "attempt",
+        "buffer",
+        "closed_by_server",
+        "conn",
+        "connected",
+        "done",
+        "ended",
+        "error",
+        "handshake",
+        "index",
+        "keyframe",
+        "last_rx",
+        "last_status",
+        "nbytes",
+        "next_ack",
+        "on_end",
+        "options",
+        "pending_status",
+        "play_sent",
+        "play_start",
+        "sock",
+        "started",
+        "state",
+        "tail",
+        "tcp",
+        "timer",
+        "transport",
+        "url",
+        "url_text",
+        "view",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        attempt: int,
+        url_text: str,
+        url: RtmpUrl,
+        buffer: bytearray,
+        view: memoryview,
+        options: PlayerOptions,
+        on_end: Callable[[Player], None],
+    ) -> None:
+        self.index = index
+        self.attempt = attempt
+        self.url_text = url_text
+        self.url = url
+        self.buffer = buffer  # shared by every player of the worker
+        self.view = view
+        self.options = options
+        self.on_end = on_end
+        self.state = State.CONNECTING
+        self.conn: ClientConnection | None = ClientConnection(url.tc_url, url.app)
+        self.conn.connect()
+        self.transport: asyncio.Transport | None = None
+        self.sock: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+        self.tcp = self.handshake = self.connected = 0.0
+        self.play_sent = self.play_start = self.keyframe = self.ended = 0.0
+        self.last_rx = 0.0
+        self.nbytes = 0
+        self.next_ack = 0
+        self.closed_by_server = False  # closed, or refused with an error status
+        self.done = False
+        self.last_status = ""
+        self.error = ""
+        self.tail = b""  # the last bytes of the previous read (status marker across reads)
+        self.pending_status = b""  # an onStatus body cut by the end of a read
+
+    # ------------------------------------------------------------ protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tcp = time.monotonic()
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self.sock = sock
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.options.quickack:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if self.state is not State.CONNECTING:  # closed (timeout) while connecting
+            transport.close()
+            return
+        self.state = State.COMMANDS
+        assert self.conn is not None
+        self.transport.write(self.conn.data_to_send())  # type: ignore[union-attr]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.nbytes += nbytes
+        self.last_rx = time.monotonic()
+        if self.conn is None:
+            if self.nbytes >= self.next_ack:
+                self._ack()
+            mode = self.options.status_scan
+            if mode == "tail":
+                self._scan(nbytes, max(0, nbytes - SCAN_TAIL))
+            elif mode == "full":
+                self._scan(nbytes, 0)
+            return
+        self._parse(nbytes)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state < State.CLOSED:
+            self.state = State.CLOSED
+            self.closed_by_server = True
+            if exc is not None and not self.error:
+                self.error = f"connection lost: {exc}"
+        self._finish()
+
+    # ------------------------------------------------------------ parse mode
+
+    def _parse(self, nbytes: int) -> None:
+        conn = self.conn
+        assert conn is not None
+        if self.options.quickack and self.sock is not None:
+            # Linux leaves quick-ack mode by itself; ask again after every read
+            # so no delayed ACK holds the server back before the first keyframe.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        try:
+            events = conn.receive_data(bytes(self.view[:nbytes]))
+        except ProtocolError as exc:
+            self.fail(f"protocol error: {exc.description}")
+            return
+        if not self.handshake and conn.state is not ConnState.HANDSHAKE:
+            self.handshake = self.last_rx
+        for event in events:
+            kind = type(event)
+            if kind is MediaReceived:
+                assert isinstance(event, MediaReceived)
+                if (
+                    event.type_id == MsgType.VIDEO
+                    and classify_video(event.payload) == VIDEO_KEYFRAME
+                ):
+                    self._first_keyframe()
+                    break
+            elif kind is StatusReceived:
+                assert isinstance(event, StatusReceived)
+                self.last_status = event.code
+                if event.code == Status.PLAY_START and not self.play_start:
+                    self.play_start = self.last_rx
+                    self.state = State.STARTED
+                elif event.level == "error":
+                    self.refused(f"{event.code}: {event.description}")
+                    return
+            elif kind is Connected:
+                self.connected = self.last_rx
+                conn.create_stream()
+            elif kind is StreamCreated:
+                assert isinstance(event, StreamCreated)
+                conn.play(event.stream_id, self.url.name)
+                self.play_sent = time.monotonic()
+            elif kind is ConnectRejected:
+                assert isinstance(event, ConnectRejected)
+                self.last_status = event.code
+                self.refused(f"connect rejected: {event.code}: {event.description}")
+                return
+        out = conn.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+
+    def _first_keyframe(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        out = conn.data_to_send()  # an ack the core queued for this very read
+        if out and self.transport is not None:
+            self.transport.write(out)
+        self.keyframe = self.last_rx
+        self.state = State.COUNTING
+        self.conn = None  # from here on: count bytes only
+        self.next_ack = self.nbytes + ACK_EVERY
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.options.rcvlowat > 0 and self.sock is not None:
+            # A server that writes every message (nginx-rtmp) would otherwise wake
+            # us for each one; a close or reset still wakes us at once.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.options.rcvlowat)
+
+    # ------------------------------------------------------------ counting mode
+
+    def _ack(self) -> None:
+        self.next_ack = self.nbytes + ACK_EVERY
+        if self.transport is not None:
+            value = (self.nbytes - HANDSHAKE_BYTES) & 0xFFFFFFFF
+            self.transport.write(
+                encode_message(CSID_CONTROL, 0, MsgType.ACKNOWLEDGEMENT, 0, _U32.pack(value), 128)
+            )
+
+    def _scan(self, nbytes: int, start: int) -> None:
+        buf = self.buffer
+        keep = len(STATUS_MARK) - 1
+        if self.pending_status:  # a status body cut by the previous read
+            self._complete(self.pending_status + bytes(buf[: min(nbytes, _STATUS_SPAN)]))
+        elif self.tail:  # a marker cut in two by the read boundary
+            joined = self.tail + bytes(buf[: min(nbytes, keep)])
+            at = joined.find(STATUS_MARK)
+            if 0 <= at < len(self.tail):
+                self._complete(self.tail[at:] + bytes(buf[: min(nbytes, _STATUS_SPAN)]))
+        at = buf.find(STATUS_MARK, start, nbytes)
+        while at >= 0:
+            if not self._take_status(buf, at, nbytes):
+                self.pending_status = bytes(buf[at:nbytes])
+                break
+            at = buf.find(STATUS_MARK, at + 1, nbytes)
+        if nbytes >= keep:
+            self.tail = bytes(buf[nbytes - keep : nbytes])
+        else:
+            self.tail = (self.tail + bytes(buf[:nbytes]))[-keep:]
+
+    def _complete(self, data: bytes) -> None:
+        """``data`` starts with a marker: take its code, or wait for more (within bounds)."""
+        if self._take_status(data, 0):
+            self.pending_status = b""
+        else:
+            self.pending_status = data if len(data) < _STATUS_SPAN else b""
+
+    def _take_status(self, data: bytes | bytearray, at: int, end: int | None = None) -> bool:
+        code = find_status_code(data, at, end)
+        if code is None:
+            return False
+        self.last_status = code
+        return True
+
+    # ------------------------------------------------------------ ending
+
+    def start_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.options.start_timeout > 0:
+            self.timer = loop.call_later(self.options.start_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.state < State.COUNTING:
+            self.fail(f"no keyframe within {self.options.start_timeout:g} s")
+
+    def fail(self, reason: str) -> None:
+        """Give up on this play (refused, bad input, no keyframe in time)."""
+        if self.state >= State.CLOSED:
+            return
+        self.state = State.FAILED
+        self.error = reason
+        self._close()
+
+    def refused(self, reason: str) -> None:
+        """The server said no (an error status): it ends the play, we close at once."""
+        if self.state >= State.CLOSED:
+            return
+        self.closed_by_server = True
+        self.ended = self.last_rx
+        self.fail(reason)
+
+    def leave(self) -> None:
+        """Close the play on our side (end of run or of its lifetime)."""
+        if self.state >= State.CLOSED:
+            return
+        self.state = State.LEFT
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # connection_lost follows and finishes
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not self.ended:
+            self.ended = time.monotonic()
+        self.conn = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.on_end(self)
+
+    def record(self) -> tuple[Any, ...]:
+        """The fields of :data:`RECORD_FIELDS`, in order."""
+        return (
+            self.index,
+            self.attempt,
+            self.url_text,
+            int(self.state),
+            self.started,
+            self.tcp,
+            self.handshake,
+            self.connected,
+            self.play_sent,
+            self.play_start,
+            self.keyframe,
+            self.ended,
+            self.closed_by_server,
+            self.last_status,
+            self.error,
+            self.nbytes,
+        )
