@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from streamgate.auth.tokens import nms_query, secure_link_query, sign_query
+from streamgate.auth.tokens import token_query
 from streamgate.client import parse_rtmp_url
 from streamgate.config import load_keys, load_settings
 from streamgate.errors import ConfigError
 
-__all__ = ["add_arguments", "main"]
+__all__ = ["add_arguments", "main", "read_secret"]
 
 DEFAULT_ENV = "STREAMGATE_SIGN_SECRET"
 
@@ -52,18 +52,21 @@ def _secret(args: argparse.Namespace) -> bytes:
         if not kid or kid not in keys:
             raise ConfigError(f"{args.config}: no {args.action} key with id {kid!r}")
         return keys[kid]
+    return read_secret(args.secret_file, args.secret_env, "--secret-file or -c with --kid")
+
+
+def read_secret(path: Path | None, env: str, alternatives: str) -> bytes:
+    """A signing secret from a file, else from the environment variable ``env``."""
     secret: str
-    if args.secret_file:
+    if path is not None:
         try:
-            secret = args.secret_file.read_text(encoding="utf-8").strip()
+            secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{args.secret_file}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     else:
-        secret = os.environ.get(args.secret_env, "")
+        secret = os.environ.get(env, "")
     if not secret:
-        raise ConfigError(
-            f"no secret: set ${args.secret_env}, or use --secret-file or -c with --kid"
-        )
+        raise ConfigError(f"no secret: set ${env}, or use {alternatives}")
     return secret.encode()
 
 
@@ -77,11 +80,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     stream = url.name.partition("?")[0]
     exp = int(time.time() + args.ttl)
-    if args.format == "nms":
-        query = nms_query(url.app, stream, exp, secret)
-    elif args.format == "secure_link":
-        query = secure_link_query(url.app, stream, exp, secret, args.ip)
-    else:
-        query = sign_query(args.action, url.app, stream, exp, secret, args.kid, args.ip)
+    query = token_query(args.format, args.action, url.app, stream, exp, secret, args.kid, args.ip)
     print(f"{url.tc_url}/{stream}?{query}")
     return 0

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
 __all__ = [
+    "FORMATS",
     "NmsVerifier",
     "SecureLinkVerifier",
     "SignedVerifier",
@@ -41,6 +42,7 @@ __all__ = [
     "nms_query",
     "secure_link_query",
     "sign_query",
+    "token_query",
 ]
 
 
@@ -102,6 +104,29 @@ def secure_link_query(app: str, stream: str, exp: int, secret: bytes, ip: str = 
     """nginx ``secure_link``: ``md5=<base64url md5("<exp>/app/stream<ip> <secret>")>&expires=``."""
     text = f"{exp}/{app}/{stream}{ip} ".encode() + secret
     return urlencode({"md5": _b64url(hashlib.md5(text).digest()), "expires": str(exp)})  # noqa: S324
+
+
+FORMATS = ("signed", "nms", "secure_link")
+
+
+def token_query(
+    fmt: str,
+    action: str,
+    app: str,
+    stream: str,
+    exp: int,
+    secret: bytes,
+    kid: str | None = None,
+    ip: str = "",
+) -> str:
+    """The query granting ``action`` in any of the three formats (nms signs no action)."""
+    if fmt == "nms":
+        return nms_query(app, stream, exp, secret)
+    if fmt == "secure_link":
+        return secure_link_query(app, stream, exp, secret, ip)
+    if fmt == "signed":
+        return sign_query(action, app, stream, exp, secret, kid, ip)
+    raise ValueError(f"unknown token format {fmt!r}; one of {', '.join(FORMATS)}")
 
 
 class Verifier:

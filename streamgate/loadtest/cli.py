@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from streamgate.auth.signcmd import DEFAULT_ENV as DEFAULT_SECRET_ENV  # what `sign` reads
+from streamgate.auth.signcmd import read_secret
+from streamgate.errors import ConfigError
 from streamgate.loadtest.player import SCAN_MODES
 from streamgate.loadtest.run import LoadConfig, run_load
 from streamgate.loadtest.signing import FORMATS, UrlSigner
@@ -129,18 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _signer(args: argparse.Namespace) -> UrlSigner | None:
     if args.sign is None:
         return None
-    if args.sign_secret_file is not None:
-        try:
-            secret = args.sign_secret_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"{args.sign_secret_file}: {exc.strerror or exc}") from None
-    else:
-        secret = os.environ.get(args.sign_secret_env, "")
-    if not secret:
-        raise ValueError(
-            f"--sign needs a secret: set ${args.sign_secret_env} or --sign-secret-file"
-        )
-    return UrlSigner(secret.encode(), args.sign, args.sign_ttl, args.sign_kid, args.sign_ip)
+    try:
+        secret = read_secret(args.sign_secret_file, args.sign_secret_env, "--sign-secret-file")
+    except ConfigError as exc:
+        raise ValueError(f"--sign: {exc.description}") from None
+    return UrlSigner(secret, args.sign, args.sign_ttl, args.sign_kid, args.sign_ip)
 
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:

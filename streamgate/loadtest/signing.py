@@ -13,13 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from streamgate.auth.tokens import nms_query, secure_link_query, sign_query
+from streamgate.auth.tokens import FORMATS, token_query
 from streamgate.client import parse_rtmp_url
 
 __all__ = ["FORMATS", "UrlSigner", "add_query"]
-
-FORMATS = ("signed", "nms", "secure_link")
-
 
 def add_query(url: str, query: str) -> str:
     """Append ``query`` (``a=b&c=d``) to the URL's own query string, if any."""
@@ -52,11 +49,8 @@ class UrlSigner:
         parsed = parse_rtmp_url(url)
         stream = parsed.name.partition("?")[0]
         exp = int((time.time() if now is None else now) + self.ttl)
-        if self.format == "nms":
-            query = nms_query(parsed.app, stream, exp, self.secret)
-        elif self.format == "secure_link":
-            query = secure_link_query(parsed.app, stream, exp, self.secret, self.ip)
-        else:
-            query = sign_query("play", parsed.app, stream, exp, self.secret, self.kid, self.ip)
+        query = token_query(
+            self.format, "play", parsed.app, stream, exp, self.secret, self.kid, self.ip
+        )
         signed = self._cache[url] = add_query(url, query)
         return signed
