@@ -235,6 +235,31 @@ class EdgeSettings(_Section):
     upstream_token_ttl: float = Field(
         3600.0, gt=0, description="Seconds an upstream signature is valid (re-signed per link)."
     )
+    directory: list[str] = Field(
+        default_factory=list,
+        description=(
+            "HTTP URLs of the origins' stream listings, one per origin in the same order "
+            "('' for none): streamgate http://host:port/api/v1/directory, nginx-rtmp's "
+            "rtmp_stat page, SRS http://host:1985/api/v1/streams/?count=10000. Listed "
+            "streams start even when the connect rate is spent on misses, from the origin "
+            "that has them, and override the negative cache."
+        ),
+    )
+    directory_interval: float = Field(
+        1.0, ge=0.1, le=60, description="Seconds between polls of each directory URL."
+    )
+    directory_authoritative: bool = Field(
+        False,
+        description=(
+            "Refuse a name no origin lists (every listing fresh) without connecting: misses "
+            "cost the origin nothing, but a stream published within the last poll interval "
+            "is not found yet."
+        ),
+    )
+    directory_token: SecretStr | None = Field(
+        None,
+        description="Bearer token sent with directory polls (a streamgate origin's [http] token).",
+    )
 
     @field_validator("origins")
     @classmethod
@@ -245,10 +270,27 @@ class EdgeSettings(_Section):
             parse_origin(url)
         return value
 
+    @field_validator("directory")
+    @classmethod
+    def _check_directory(cls, value: list[str]) -> list[str]:
+        from streamgate.http_client import HttpTarget
+
+        for url in value:
+            if url:
+                HttpTarget.parse(url, "directory URL")
+        return value
+
     @model_validator(mode="after")
     def _check_backoff(self) -> EdgeSettings:
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
+        if self.directory and len(self.directory) != len(self.origins):
+            raise ValueError(
+                f"directory has {len(self.directory)} URLs for {len(self.origins)} origins "
+                "(one per origin, '' for none)"
+            )
+        if self.directory_authoritative and not any(self.directory):
+            raise ValueError("directory_authoritative needs directory URLs")
         return self
 
 
@@ -271,7 +313,7 @@ class AuthSettings(_Section):
         description="Play keys, key id -> secret; several at once for rotation.",
     )
     keys_file: Path | None = Field(
-        None, description="TOML file of play keys (kid = \"secret\"), re-read on reload."
+        None, description='TOML file of play keys (kid = "secret"), re-read on reload.'
     )
     publish_keys: dict[str, SecretStr] = Field(
         default_factory=dict,

@@ -37,6 +37,8 @@ from streamgate.shield import BreakerState
 
 if TYPE_CHECKING:
     from streamgate.api.http import HttpServer
+    from streamgate.edge.directory import OriginDirectory
+    from streamgate.edge.origins import Origin
     from streamgate.server.listener import ServerContext
 
 __all__ = [
@@ -403,6 +405,8 @@ class StreamgateCollector:
             families["rate_limited"].add_metric(address, origin.rate_limited)
             families["opens"].add_metric(address, origin.breaker.opens)
         yield from families.values()
+        if edge.directory is not None:
+            yield from self._directory(edge.directory, edge.pool.origins, now)
         refusals = {
             k.partition(":")[2]: v for k, v in edge.counters.items() if k.startswith("refused:")
         }
@@ -423,6 +427,35 @@ class StreamgateCollector:
             "Plays answered from the negative cache.",
             value=edge.negative.hits,
         )
+
+    @staticmethod
+    def _directory(
+        directory: OriginDirectory, origins: list[Origin], now: float
+    ) -> Iterator[Metric]:
+        labels = ["origin"]
+        listed = GaugeMetricFamily(
+            "streamgate_origin_directory_streams",
+            "Streams the origin's directory lists (last good poll).",
+            labels=labels,
+        )
+        fresh = GaugeMetricFamily(
+            "streamgate_origin_directory_fresh",
+            "1 while the origin's directory listing is fresh enough to act on.",
+            labels=labels,
+        )
+        failures = CounterMetricFamily(
+            "streamgate_origin_directory_poll_failures",
+            "Directory polls that failed (unreachable, HTTP error, unreadable listing).",
+            labels=labels,
+        )
+        for origin, listing in zip(origins, directory.listings, strict=False):
+            if listing.target is None:
+                continue
+            address = [origin.address]
+            listed.add_metric(address, len(listing.names))
+            fresh.add_metric(address, 1 if listing.fresh(now, directory.stale_after) else 0)
+            failures.add_metric(address, listing.failures)
+        yield from (listed, fresh, failures)
 
     def _loop_lag(self) -> Iterator[Metric]:
         lag = self.lag

@@ -9,6 +9,7 @@
 ``GET /api/v1/clients``                      RTMP connections
 ``GET|DELETE /api/v1/clients/{id}``          one connection / kick it
 ``GET /api/v1/origins``                      an edge's origins (empty on an origin)
+``GET /api/v1/directory``                    playable streams (polled by edges in front)
 ``GET|DELETE /api/v1/bans``                  bans in force / lift them all
 ``GET|DELETE /api/v1/bans/{ip}``             one ban / lift it
 ``POST /api/v1/reload``                      re-read the configuration file
@@ -129,6 +130,9 @@ def build_routes(api: ApiContext) -> list[Route]:
     def list_origins(request: Request, args: PathArgs) -> Response:
         return json_response(200, views.origins_listing(api.ctx, api.now()))
 
+    def directory(request: Request, args: PathArgs) -> Response:
+        return json_response(200, views.directory_listing(api.ctx))
+
     def list_bans(request: Request, args: PathArgs) -> Response:
         return json_response(200, {"bans": views.bans_listing(api.ctx, api.now())})
 
@@ -169,6 +173,7 @@ def build_routes(api: ApiContext) -> list[Route]:
         Route((*v1, "clients"), {"GET": list_clients}),
         Route((*v1, "clients", "*"), {"GET": get_client, "DELETE": delete_client}),
         Route((*v1, "origins"), {"GET": list_origins}),
+        Route((*v1, "directory"), {"GET": directory}),
         Route((*v1, "bans"), {"GET": list_bans, "DELETE": lift_all_bans}),
         Route((*v1, "bans", "*"), {"GET": get_ban, "DELETE": delete_ban}),
         Route((*v1, "reload"), {"POST": reload}),

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from streamgate.edge.directory import Listing
 from streamgate.edge.ingest import Ingest, IngestState
 from streamgate.edge.origins import Origin
 from streamgate.relay.stream import Stream
@@ -307,10 +308,46 @@ def origin_view(origin: Origin, now: float) -> JsonObject:
     }
 
 
+def _directory_view(listing: Listing, now: float, stale_after: float) -> JsonObject:
+    return {
+        "url": redact(listing.target.url) if listing.target is not None else None,
+        "fresh": listing.fresh(now, stale_after),
+        "streams": len(listing.names),
+        "age_seconds": _secs(now - listing.fetched_at) if listing.fetched_at is not None else None,
+        "fetches": listing.fetches,
+        "failures": listing.failures,
+        "last_error": listing.last_error or None,
+    }
+
+
 def origins_listing(ctx: ServerContext, now: float) -> JsonObject:
     """``GET /api/v1/origins``: empty in origin mode."""
-    origins: Iterable[Origin] = ctx.edge.pool.origins if ctx.edge is not None else ()
-    return {"mode": ctx.settings.mode, "origins": [origin_view(o, now) for o in origins]}
+    if ctx.edge is None:
+        return {"mode": ctx.settings.mode, "origins": []}
+    views = [origin_view(o, now) for o in ctx.edge.pool.origins]
+    directory = ctx.edge.directory
+    if directory is not None:
+        for view, listing in zip(views, directory.listings, strict=False):
+            view["directory"] = _directory_view(listing, now, directory.stale_after)
+    return {"mode": ctx.settings.mode, "origins": views}
+
+
+def directory_listing(ctx: ServerContext) -> JsonObject:
+    """``GET /api/v1/directory``: the streams a player can play here now, for edges.
+
+    Published streams with a publisher, and an edge's live (or lingering) pulls;
+    no waiting, missing or reconnecting names.
+    """
+    playable = [
+        {"app": s.app, "name": s.name} for s in ctx.hub if ctx.hub.publisher(s) is not None
+    ]
+    if ctx.edge is not None:
+        playable += [
+            {"app": i.key[0], "name": split_query(i.key[1])[0]}
+            for i in ctx.edge
+            if i.state in (IngestState.LIVE, IngestState.LINGER)
+        ]
+    return {"mode": ctx.settings.mode, "playable": playable}
 
 
 def bans_listing(ctx: ServerContext, now: float) -> list[JsonObject]:

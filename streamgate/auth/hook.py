@@ -11,12 +11,12 @@ cannot be reached, ``failure_policy`` decides (deny by default).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from streamgate.http_client import HttpError, HttpTarget, HttpTimeout, fetch
 
 __all__ = ["HookClient", "HookDecision"]
 
@@ -41,14 +41,8 @@ class HookClient:
         cache_ttl: float,
         failure_policy: str = "deny",
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"hook URL must be http(s)://host[:port]/path, got {url!r}")
+        self.target = HttpTarget.parse(url, "hook URL")
         self.url = url
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.tls = parts.scheme == "https"
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.timeout = timeout
         self.cache_ttl = cache_ttl
         self.failure_policy = failure_policy
@@ -73,11 +67,10 @@ class HookClient:
             }
         ).encode()
         try:
-            async with asyncio.timeout(self.timeout):
-                status, payload = await self._post(body)
-        except (TimeoutError, OSError, ValueError) as exc:
-            reason = "auth hook timed out" if isinstance(exc, TimeoutError) else "auth hook down"
-            log.warning("auth hook %s: %s (%s)", self.url, reason, exc or "timeout")
+            status, payload = await self._post(body)
+        except HttpError as exc:
+            reason = "auth hook timed out" if isinstance(exc, HttpTimeout) else "auth hook down"
+            log.warning("auth hook %s: %s (%s)", self.url, reason, exc)
             allowed = self.failure_policy == "allow"
             return HookDecision(allowed, reason, unreachable=True)  # not cached: retry next time
         decision = self._judge(status, payload)
@@ -103,42 +96,12 @@ class HookClient:
 
     async def _post(self, body: bytes) -> tuple[int, bytes]:
         self.requests += 1
-        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
-        try:
-            head = (
-                f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                "Content-Type: application/json\r\nConnection: close\r\n"
-                f"Content-Length: {len(body)}\r\nUser-Agent: streamgate\r\n\r\n"
-            )
-            writer.write(head.encode("latin-1") + body)
-            await writer.drain()
-            response = bytearray()
-            while chunk := await reader.read(65536):  # Connection: close: read to EOF
-                response += chunk
-                if len(response) > _MAX_RESPONSE:
-                    raise ValueError("auth hook response too large")
-        finally:
-            writer.close()
-        head_end = response.find(b"\r\n\r\n")
-        status_line = bytes(response.split(b"\r\n", 1)[0]).split(b" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or head_end < 0:
-            raise ValueError("not an HTTP response")
-        headers = bytes(response[:head_end]).lower()
-        payload = bytes(response[head_end + 4 :])
-        if b"transfer-encoding: chunked" in headers:
-            payload = _dechunk(payload)
-        return int(status_line[1]), payload
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    pos = 0
-    while True:
-        line_end = data.find(b"\r\n", pos)
-        if line_end < 0:
-            raise ValueError("truncated chunked body")
-        size = int(data[pos:line_end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        out += data[line_end + 2 : line_end + 2 + size]
-        pos = line_end + 2 + size + 2
+        reply = await fetch(
+            self.target,
+            method="POST",
+            body=body,
+            headers=(("Content-Type", "application/json"),),
+            timeout=self.timeout,
+            max_body=_MAX_RESPONSE,
+        )
+        return reply.status, reply.body

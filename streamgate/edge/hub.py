@@ -2,10 +2,12 @@
 
 A play is answered, in this order, without touching the origin unless it
 must: a live or starting ingest of the same stream is shared; a name in the
-negative cache is refused with ``NetStream.Play.StreamNotFound``; otherwise
-an origin is chosen under its bounds (breaker, connect rate, link cap) or
-the play is refused at once with ``NetStream.Play.Failed``. Nothing queues
-without bound.
+negative cache is refused with ``NetStream.Play.StreamNotFound`` (unless an
+origin's directory lists it now), as is, with an authoritative directory, a
+name no origin lists; otherwise an origin is chosen under its bounds
+(breaker, connect rate, link cap; origins listing the name first, outside
+the connect rate) or the play is refused at once with
+``NetStream.Play.Failed``. Nothing queues without bound.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from streamgate.edge.directory import OriginDirectory
 from streamgate.edge.ingest import Connector, Ingest, IngestState, PlayWaiter
 from streamgate.edge.origins import Origin, OriginPool
 from streamgate.relay.clock import Clock
@@ -61,6 +64,8 @@ class EdgeHub:
         # the edge: once per link, never once per player.
         self.upstream_signer: Callable[[str, str], str] | None = None
         self.negative = NegativeCache(settings.missing_ttl)
+        # The origins' own stream listings, when configured ([edge] directory).
+        self.directory: OriginDirectory | None = None
         self.ingests: dict[tuple[str, str], Ingest] = {}
         self.counters: Counter[str] = Counter()
 
@@ -87,10 +92,15 @@ class EdgeHub:
         if ingest is not None:
             ingest.add_waiter(waiter)
             return waiter if waiter.ingest is not None else None
-        reason = self.negative.get(key, self.clock.now())
-        if reason is not None:
+        now = self.clock.now()
+        reason = self.negative.get(key, now)
+        if reason is not None and not self.listed_by(app, name):
             self.count_refusal("missing_cached")
             on_refused(Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name}: {reason or 'not found'}")
+            return None
+        if self.directory is not None and self.directory.known_missing((app, name), now):
+            self.count_refusal("missing_listed")
+            on_refused(Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name}: no origin lists it")
             return None
         ingest = Ingest(self, key, app, upstream)
         self.ingests[key] = ingest
@@ -112,6 +122,12 @@ class EdgeHub:
         base = name.partition("?")[0]
         return f"{name}{'&' if '?' in name else '?'}{self.upstream_signer(app, base)}"
 
+    def listed_by(self, app: str, name: str) -> frozenset[int]:
+        """Indexes of the origins whose directory lists ``app``/``name`` now."""
+        if self.directory is None:
+            return frozenset()
+        return self.directory.listing((app, name.partition("?")[0]), self.clock.now())
+
     def ingest_ended(self, ingest: Ingest, reason: str) -> None:
         if self.ingests.get(ingest.key) is ingest:
             del self.ingests[ingest.key]
@@ -128,6 +144,8 @@ class EdgeHub:
         self.negative.purge(self.clock.now())
 
     def close(self) -> None:
+        if self.directory is not None:
+            self.directory.close()
         for ingest in list(self.ingests.values()):
             ingest.end(Status.PLAY_UNPUBLISH_NOTIFY, "the edge is shutting down")
 

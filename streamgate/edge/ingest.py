@@ -178,7 +178,8 @@ class Ingest:
         self._attempt()
 
     def _attempt(self) -> None:
-        choice = self.hub.pool.acquire(self.clock.now(), frozenset(self._tried))
+        listed = self.hub.listed_by(self.app, self.upstream_name)
+        choice = self.hub.pool.acquire(self.clock.now(), frozenset(self._tried), listed)
         if isinstance(choice, Refusal):
             self.hub.count_refusal(choice.reason)
             self._no_origin(choice)

@@ -107,18 +107,28 @@ class OriginPool:
             ]
         )
 
-    def acquire(self, now: float, exclude: frozenset[int] = frozenset()) -> Lease | Refusal:
-        """The first usable origin, in order, skipping ``exclude`` (indexes already tried).
+    def acquire(
+        self,
+        now: float,
+        exclude: frozenset[int] = frozenset(),
+        listed: frozenset[int] = frozenset(),
+    ) -> Lease | Refusal:
+        """The first usable origin, skipping ``exclude`` (indexes already tried).
 
+        Origins in ``listed`` (their directory lists the stream) come first, in
+        order, and are not held back by the connect rate: the stream is live
+        there and its ingest is shared, so this costs one link per live stream.
         Taking an origin counts a connect against its rate and a link against
         its cap; the caller must :meth:`release` the link when it closes.
         """
         refusal: Refusal | None = None
         if self.origins and len(exclude) >= len(self.origins):
             return Refusal("exhausted", "every origin failed")
-        for index, origin in enumerate(self.origins):
+        order = sorted(range(len(self.origins)), key=lambda i: i not in listed)
+        for index in order:
             if index in exclude:
                 continue
+            origin = self.origins[index]
             if origin.links >= origin.max_upstreams:
                 refusal = refusal or Refusal(
                     "max_upstreams", f"origin {origin.address}: upstream link limit reached"
@@ -130,7 +140,9 @@ class OriginPool:
                     "breaker_open", f"origin {origin.address} is failing (circuit open)"
                 )
                 continue
-            if not origin.connect_rate.try_take(now):
+            if index in listed:
+                origin.connect_rate.take(now)  # counted, so misses get less of the budget
+            elif not origin.connect_rate.try_take(now):
                 origin.rate_limited += 1
                 if probe:
                     origin.breaker.release()

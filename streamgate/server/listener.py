@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from streamgate.auth import Authorizer, MethodConfig, sign_query
 from streamgate.auth.hook import HookClient
 from streamgate.config import Settings, load_keys, parse_listen
+from streamgate.edge.directory import OriginDirectory
 from streamgate.edge.hub import EdgeHub, EdgeTiming
 from streamgate.edge.origins import OriginPool
 from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts
@@ -86,6 +87,7 @@ class ServerContext:
                 clock, _fanout(settings), _edge_timing(settings), _pool(settings, clock), connector
             )
             ctx.edge.upstream_signer = _upstream_signer(settings)
+            ctx.edge.directory = _directory(settings)
             ctx.source = ctx.edge
         return ctx
 
@@ -116,6 +118,12 @@ class ServerContext:
             self.edge.upstream_signer = _upstream_signer(settings)
             if settings.edge.origins != old.edge.origins:
                 self.edge.pool = _pool(settings, self.edge.clock)
+            if _directory_terms(settings) != _directory_terms(old):
+                if self.edge.directory is not None:
+                    self.edge.directory.close()
+                self.edge.directory = _directory(settings)
+                if self.edge.directory is not None:
+                    self.edge.directory.start(self.edge.clock.now)
         logging.getLogger().setLevel(settings.log.level.upper())
         return restart
 
@@ -164,6 +172,25 @@ def _edge_timing(settings: Settings) -> EdgeTiming:
         backoff_initial=edge.backoff_initial,
         backoff_max=edge.backoff_max,
         forward_query=edge.forward_query,
+    )
+
+
+def _directory_terms(settings: Settings) -> tuple[object, ...]:
+    edge = settings.edge
+    token = edge.directory_token.get_secret_value() if edge.directory_token else None
+    terms = (edge.origins, edge.directory, edge.directory_interval, edge.directory_authoritative)
+    return (*terms, token)
+
+
+def _directory(settings: Settings) -> OriginDirectory | None:
+    edge = settings.edge
+    if not any(edge.directory):
+        return None
+    return OriginDirectory.from_urls(
+        edge.directory,
+        interval=edge.directory_interval,
+        authoritative=edge.directory_authoritative,
+        token=edge.directory_token.get_secret_value() if edge.directory_token else None,
     )
 
 
@@ -255,6 +282,8 @@ class RtmpServer:
             reuse_address=True,
         )
         self._schedule_sweep()
+        if self.ctx.edge is not None and self.ctx.edge.directory is not None:
+            self.ctx.edge.directory.start(self.ctx.edge.clock.now)
         log.info("RTMP listening on %s:%d", host, self.port)
 
     def _schedule_sweep(self) -> None:

@@ -30,3 +30,7 @@ class RateWindow:
             events.append(now)  # maxlen drops the oldest
             return True
         return False
+
+    def take(self, now: float) -> None:
+        """Count an event that was let through regardless of the limit."""
+        self._events.append(now)

@@ -436,3 +436,36 @@ def test_linger_reuses_the_link_with_instant_start(origin: ServerThread) -> None
         assert origin.players("x") == 1
     finally:
         edge.stop()
+
+
+def test_directory_from_nginx_rtmp_stat(tmp_path: Path) -> None:
+    """An authoritative directory read from nginx-rtmp's rtmp_stat page: the live
+    stream plays, a missing name is refused without a single upstream connect."""
+    need("ffmpeg")
+    need_nginx_rtmp()
+    with NginxRtmp(tmp_path, "application live { live on; }") as nginx, publisher(
+        nginx.url("live", "x")
+    ):
+        wait_until(lambda: nginx.publishing("live", "x"), timeout=15, what="nginx publish")
+        edge, connects = edge_server(
+            nginx.rtmp_port,
+            directory=[f"http://127.0.0.1:{nginx.http_port}/stat"],
+            directory_interval=0.2,
+            directory_authoritative=True,
+        )
+        try:
+            directory = edge.ctx.edge.directory  # type: ignore[union-attr]
+            assert directory is not None
+            wait_until(
+                lambda: ("live", "x") in directory.listings[0].names,
+                timeout=10,
+                what="the edge to read nginx's rtmp_stat",
+            )
+            missing = edge.run(play(edge.url("nope"), 1, timeout=10))
+            assert missing.statuses[-1] == Status.PLAY_STREAM_NOT_FOUND, missing.statuses
+            assert connects.count() == 0
+            live = edge.run(play(edge.url("x"), 30))
+            assert live.media >= 30 and Status.PLAY_START in live.statuses
+            assert connects.count() == 1
+        finally:
+            edge.stop()
