@@ -231,6 +231,9 @@ def markdown(results: dict[str, Any]) -> str:
         out += [
             "## Missing-stream flood: 1000 players, distinct missing names, 30 s",
             "",
+            "streamgate's edge polls the origin's stream directory (`[edge] directory`, "
+            "not authoritative: misses still cost connects, under the rate cap).",
+            "",
             "| edge | plays | upstream connects | bound | drop p50 / p99 | waited out (10 s) "
             "| origin accept queue high / limit | edge cores | legitimate players |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",

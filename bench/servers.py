@@ -131,6 +131,7 @@ class Server:
     nginx: NginxRtmp | None = None
     label: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    http_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -252,9 +253,12 @@ class Procs:
         rtmp: dict[str, Any] | None = None,
         log_level: str = "info",
         cpus: Iterable[int] | None = None,
+        http: bool = False,
     ) -> Server:
-        """A streamgate server (origin or edge) on a free port, via bench/sgserver.py."""
+        """A streamgate server (origin or edge) on a free port, via bench/sgserver.py;
+        ``http``: with its HTTP API on another free port (``Server.http_port``)."""
         port = free_port()
+        http_port = free_port() if http else None
         wd = self.workdir / label
         wd.mkdir(parents=True, exist_ok=True)
         lines = [
@@ -264,7 +268,8 @@ class Procs:
             f"merge_ms = {merge_ms}",
             *(f"{k} = {json.dumps(v)}" for k, v in (rtmp or {}).items()),
             "[http]",
-            "enabled = false",
+            f"enabled = {'true' if http_port else 'false'}",
+            *([f'listen = "127.0.0.1:{http_port}"'] if http_port else []),
             # Every load-test player comes from 127.0.0.1: a real audience comes from many
             # addresses, so the per-address limits and bans would measure the wrong thing.
             "[limits]",
@@ -310,6 +315,7 @@ class Procs:
             stats_path=stats,
             label=label,
             settings={"merge_ms": merge_ms, **(edge or {})},
+            http_port=http_port,
         )
         self.servers.append(server)
         try:

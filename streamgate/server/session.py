@@ -98,7 +98,9 @@ class RtmpSession(asyncio.Protocol):
             transport.abort()
             return
         self.admitted = True
-        log.info("conn %d %s: connected", self.id, self.peer)
+        # One info line per connection, when it ends (a flood of refused plays
+        # would otherwise pay for two); "playing"/"publishing" mark the starts.
+        log.debug("conn %d %s: connected", self.id, self.peer)
         high = self.ctx.settings.rtmp.player_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
         self.conn = ServerConnection(self.ctx.limits, now=self.ctx.loop.time())
@@ -135,7 +137,13 @@ class RtmpSession(asyncio.Protocol):
         if self.admitted:
             self.admitted = False
             self.ctx.admission.release(self.ip)
-            log.info("conn %d %s: disconnected (%s)", self.id, self.peer, self.role)
+            log.info(
+                "conn %d %s: disconnected (%s, %.1f s)",
+                self.id,
+                self.peer,
+                self.role,
+                self.ctx.loop.time() - self.connected_at,
+            )
         self.ctx.sessions.pop(self.id, None)
         drained = self.ctx.drained
         if drained is not None and not self.ctx.sessions and not drained.done():
