@@ -477,7 +477,8 @@ class _Sink:
             ingest.link_playing()
 
     def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
-        if (ingest := self._current()) is not None:
+        ingest = self._ingest  # _current(), inlined: once per media message
+        if ingest._open_link == self._link_no:
             ingest.link_media(type_id, timestamp, payload)
 
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:

@@ -197,6 +197,7 @@ class UpstreamLink:
         self.conn = ClientConnection(
             tc_url, self.app, self.connector.limits, now=self.loop.time()
         )
+        self.conn.media_sink = self._media
         self.conn.connect()
         self._deadline = self.loop.call_later(self.timeouts.reply_timeout, self._on_deadline)
         self._flush()
@@ -314,9 +315,16 @@ class UpstreamLink:
             self.sink.link_ended("origin: StreamEOF")
 
     def _on_media(self, event: MediaReceived) -> None:
+        self._media(event.stream_id, event.type_id, event.timestamp, event.payload)
+
+    def _media(self, stream_id: int, type_id: int, timestamp: int, payload: bytes) -> None:
+        # Also the connection's media_sink: called while it decodes, so it checks
+        # that nothing earlier in the same read closed the link.
+        if self.closed:
+            return
         if not self.playing:
             self._playing()
-        self.sink.link_media(event.type_id, event.timestamp, event.payload)
+        self.sink.link_media(type_id, timestamp, payload)
 
     def _on_data(self, event: DataReceived) -> None:
         self.sink.link_data(event.timestamp, event.values, event.payload)

@@ -156,6 +156,10 @@ class _Connection:
         self._encoder = ChunkEncoder()
         self._out: list[bytes] = []
         self._events: list[Event] = []
+        # Media straight to its consumer, skipping the event objects: the hot
+        # path of a relay. Used only while no event is queued ahead of the
+        # message, so the consumer sees everything in wire order.
+        self.media_sink: Callable[[int, int, int, bytes], None] | None = None
         self._started = now
         self._bytes_in = 0
         self._last_ack = 0
@@ -321,6 +325,10 @@ class _Connection:
     # ---------------------------------------------------------- media and data
 
     def _on_media(self, message: Message) -> None:
+        sink = self.media_sink
+        if sink is not None and not self._events:
+            sink(message.stream_id, message.type_id, message.timestamp, message.payload)
+            return
         self._events.append(
             MediaReceived(message.stream_id, message.type_id, message.timestamp, message.payload)
         )

@@ -968,3 +968,37 @@ def test_huge_names_are_refused_and_not_echoed() -> None:
         pair.pump()
     assert "longer than 1024" in err.value.description
     assert "xxxx" not in err.value.description
+
+
+def test_media_sink_sees_media_and_events_in_wire_order() -> None:
+    """The fast path for media keeps wire order with the events around it."""
+    pair = ConnectionPair()
+    sid = pair.playing()
+    seen: list[object] = []
+    pair.client.media_sink = lambda s, t, ts, p: seen.append(("media", ts))
+    size = pair.server.chunk_size
+
+    def media(type_id: int, ts: int, payload: bytes) -> bytes:
+        return encode_message(RAW_CSID, ts, type_id, sid, payload, size)
+
+    pair.server.send_status(sid, Status.PLAY_UNPUBLISH_NOTIFY, "gone")
+    status = pair.server.data_to_send()
+    wire = (
+        media(MsgType.VIDEO, 1, b"\x17\x01a")
+        + status
+        + media(MsgType.AUDIO, 2, b"\xaf\x01b")
+        + media(MsgType.VIDEO, 3, b"\x27\x01c")
+    )
+    events = pair.deliver_to_client(wire)  # one read holding all four
+    for event in events:
+        if isinstance(event, StatusReceived):
+            seen.append(("status", event.code))
+        elif isinstance(event, MediaReceived):
+            seen.append(("media", event.timestamp))
+    assert seen == [
+        ("media", 1),
+        ("status", Status.PLAY_UNPUBLISH_NOTIFY),
+        ("media", 2),
+        ("media", 3),
+    ]
+    assert not any(isinstance(e, MediaReceived) and e.timestamp == 1 for e in events)
