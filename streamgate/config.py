@@ -105,7 +105,9 @@ class RtmpSettings(_Section):
         le=2000,
         description=(
             "Merged writes: media accumulates for this many milliseconds and each player "
-            "gets one write per flush. 0 writes every message at once; SRS uses 350."
+            "gets one write per flush. 0 writes every message at once; SRS uses 350. An "
+            "edge also reads its upstream merged: what a live origin sends is decoded in "
+            "one go per interval, then written out at once."
         ),
     )
     player_buffer: int = Field(

@@ -70,6 +70,9 @@ class LinkSink(Protocol):
 
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None: ...
 
+    def link_flush(self) -> None:
+        """A merged read was delivered: write it out to the players now."""
+
     def link_missing(self, code: str, description: str) -> None:
         """The origin answered: no such stream, or refused us."""
 
@@ -484,6 +487,10 @@ class _Sink:
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         if (ingest := self._current()) is not None:
             ingest.link_data(timestamp, values, payload)
+
+    def link_flush(self) -> None:
+        if (ingest := self._current()) is not None:
+            ingest.stream.flush_now()
 
     def link_missing(self, code: str, description: str) -> None:
         if (ingest := self._current()) is not None:

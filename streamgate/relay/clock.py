@@ -7,6 +7,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -43,7 +44,11 @@ class LoopClock:
         self._loop = loop
 
     def now(self) -> float:
-        return self._loop.time()
+        # Read the clock itself: uvloop's loop.time() is taken once per loop
+        # iteration (in ms), so under load every event of one busy iteration
+        # would share a stale time and a sliding-window limit would let more
+        # through than its bound in real seconds. Same epoch (CLOCK_MONOTONIC).
+        return time.monotonic()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(delay, callback)

@@ -247,6 +247,12 @@ class Stream:
 
     # ------------------------------------------------------------ outbound
 
+    def flush_now(self) -> None:
+        """Flush ahead of the merge timer (the source already batched its input)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self.flush()
+
     def flush(self) -> None:
         """Write what accumulated since the last flush: one write per player."""
         self._flush_timer = None

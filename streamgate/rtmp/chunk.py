@@ -49,7 +49,7 @@ _U32 = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ runs once per message received
 class Message:
     """One complete RTMP message."""
 
@@ -296,25 +296,32 @@ def _basic_header(fmt: int, csid: int) -> bytes:
     raise ValueError(f"chunk stream id {csid} out of range")
 
 
+# Type-0 basic headers of the one-byte chunk stream ids, ready made.
+_BASIC0 = tuple(bytes([csid]) if csid >= 2 else b"" for csid in range(64))
+
+
 def encode_message(
     csid: int, timestamp: int, type_id: int, stream_id: int, payload: bytes, chunk_size: int
 ) -> bytes:
-    """Encode one message with a type-0 header and type-3 continuations."""
+    """Encode one message with a type-0 header and type-3 continuations.
+
+    On every relayed message's path: the header is built in one piece and the
+    payload copied once.
+    """
     timestamp &= 0xFFFFFFFF
     length = len(payload)
-    extended = timestamp >= EXTENDED
-    header = bytearray(_basic_header(0, csid))
-    header += (EXTENDED if extended else timestamp).to_bytes(3, "big")
-    header += length.to_bytes(3, "big")
-    header.append(type_id)
-    header += _U32LE.pack(stream_id)
-    ext = _U32.pack(timestamp) if extended else b""
-    header += ext
+    if timestamp < EXTENDED:
+        fields = ((timestamp << 32) | (length << 8) | type_id).to_bytes(7, "big")
+        ext = b""
+    else:
+        fields = ((EXTENDED << 32) | (length << 8) | type_id).to_bytes(7, "big")
+        ext = _U32.pack(timestamp)
+    basic = _BASIC0[csid] if 2 <= csid < 64 else _basic_header(0, csid)
+    header = basic + fields + stream_id.to_bytes(4, "little") + ext
     if length <= chunk_size:
-        header += payload
-        return bytes(header)
+        return header + payload
     continuation = _basic_header(3, csid) + ext
-    parts = [bytes(header), payload[:chunk_size]]
+    parts = [header, payload[:chunk_size]]
     for offset in range(chunk_size, length, chunk_size):
         parts.append(continuation)
         parts.append(payload[offset : offset + chunk_size])

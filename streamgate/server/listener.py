@@ -82,6 +82,7 @@ class ServerContext:
                 loop,
                 UpstreamTimeouts(edge.connect_timeout, edge.reply_timeout, edge.max_redirects),
                 ctx.limits,
+                merge_delay=settings.rtmp.merge_ms / 1000,
             )
             ctx.edge = EdgeHub(
                 clock, _fanout(settings), _edge_timing(settings), _pool(settings, clock), connector
@@ -114,6 +115,9 @@ class ServerContext:
         if self.edge is not None and settings.mode == "edge":
             self.edge.settings = _edge_timing(settings)
             self.edge.fanout = _fanout(settings)
+            connector = self.edge.connector
+            if isinstance(connector, RtmpConnector):
+                connector.merge_delay = settings.rtmp.merge_ms / 1000
             self.edge.negative.ttl = settings.edge.missing_ttl
             self.edge.upstream_signer = _upstream_signer(settings)
             if settings.edge.origins != old.edge.origins:

@@ -40,6 +40,9 @@ class RecordingSink:
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         self.calls.append(("data", values[0] if values else None))
 
+    def link_flush(self) -> None:
+        self.calls.append(("flush", self.media))
+
     def link_missing(self, code: str, description: str) -> None:
         self.calls.append(("missing", (code, description)))
         self.done.set()
@@ -126,7 +129,9 @@ async def serve(
     return server, server.sockets[0].getsockname()[1], log
 
 
-def open_link(port: int, sink: RecordingSink, name: str = "x", **timeouts: Any) -> Any:
+def open_link(
+    port: int, sink: RecordingSink, name: str = "x", merge_delay: float = 0.0, **timeouts: Any
+) -> Any:
     pool = OriginPool.from_urls(
         [f"rtmp://127.0.0.1:{port}"],
         max_upstreams=10,
@@ -135,7 +140,9 @@ def open_link(port: int, sink: RecordingSink, name: str = "x", **timeouts: Any) 
         breaker_reset=10,
         now=0,
     )
-    connector = RtmpConnector(asyncio.get_running_loop(), UpstreamTimeouts(**timeouts))
+    connector = RtmpConnector(
+        asyncio.get_running_loop(), UpstreamTimeouts(**timeouts), merge_delay=merge_delay
+    )
     return connector.open(pool.origins[0], "live", name, sink)
 
 
@@ -299,3 +306,98 @@ def test_unusable_redirect_ends_the_link_with_an_answer(redirect: str) -> None:
 
     kind, (code, description) = run(scenario()).calls[-1]
     assert kind == "missing" and code == Status.PLAY_FAILED and "unusable" in description
+
+
+async def paced(conn: ServerConnection, sid: int, transport: asyncio.Transport) -> None:
+    """A live stream: 40 frames, one write every 10 ms."""
+    conn.accept_play(sid, "x")
+    transport.write(conn.data_to_send())
+    for i, frame in enumerate([AVC_CONFIG, AVC_KEY] + [AVC_INTER + bytes(1000)] * 38):
+        transport.write(conn._encoder.encode(7, i * 10, MsgType.VIDEO, sid, frame))
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("merge_delay", [0.0, 0.15])
+def test_merged_reads_deliver_everything_in_few_batches(merge_delay: float) -> None:
+    async def scenario() -> RecordingSink:
+        server, port, log = await serve(paced)
+        sink = RecordingSink()
+        link = open_link(port, sink, merge_delay=merge_delay)
+        async with asyncio.timeout(10):
+            while sink.media < 40:
+                await asyncio.sleep(0.01)
+        link.close()
+        await shutdown(server, log)
+        return sink
+
+    sink = run(scenario())
+    flushes = [media for kind, media in sink.calls if kind == "flush"]
+    if merge_delay == 0:
+        assert flushes == []  # every read decoded as it comes, nothing held
+    else:
+        # ~400 ms of 10 ms writes in batches of at most 150 ms (the first media at once)
+        assert 2 <= len(flushes) <= 6, flushes
+        assert flushes == sorted(flushes) and flushes[-1] == 40
+    assert "failed" not in sink.kinds()
+
+
+def test_unpublish_held_in_a_merged_read_is_heard_when_the_origin_hangs_up() -> None:
+    async def unpublish_and_close(
+        conn: ServerConnection, sid: int, transport: asyncio.Transport
+    ) -> None:
+        conn.accept_play(sid, "x")
+        transport.write(conn.data_to_send())
+        transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_KEY))
+        await asyncio.sleep(0.1)  # the link holds what follows (merge_delay 5 s)
+        transport.write(conn._encoder.encode(7, 40, MsgType.VIDEO, sid, AVC_INTER))
+        conn.send_status(sid, Status.PLAY_UNPUBLISH_NOTIFY, "publisher left")
+        transport.write(conn.data_to_send())
+        transport.close()
+
+    async def scenario() -> RecordingSink:
+        server, port, log = await serve(unpublish_and_close)
+        sink = RecordingSink()
+        open_link(port, sink, merge_delay=5.0)
+        async with asyncio.timeout(10):
+            await sink.done.wait()
+        await shutdown(server, log)
+        return sink
+
+    sink = run(scenario())
+    assert sink.media == 2
+    assert sink.kinds()[-1] == "ended", sink.calls
+
+
+def test_merged_reads_never_hold_the_first_keyframe() -> None:
+    """Cold start: headers, then the keyframe in a later read, arrive at once."""
+
+    async def headers_then_keyframe(
+        conn: ServerConnection, sid: int, transport: asyncio.Transport
+    ) -> None:
+        conn.accept_play(sid, "x")
+        transport.write(conn.data_to_send())
+        transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_CONFIG))
+        transport.write(conn._encoder.encode(6, 0, MsgType.AUDIO, sid, AAC_CONFIG))
+        await asyncio.sleep(0.1)
+        transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_KEY))
+        await asyncio.sleep(0.1)
+        transport.write(conn._encoder.encode(7, 40, MsgType.VIDEO, sid, AVC_INTER))
+
+    async def scenario() -> float:
+        server, port, log = await serve(headers_then_keyframe)
+        sink = RecordingSink()
+        link = open_link(port, sink, merge_delay=5.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(3):  # far less than the 5 s merge delay
+            while sink.media < 3:
+                await asyncio.sleep(0.01)
+        took = loop.time() - started
+        await asyncio.sleep(0.3)
+        held = sink.media  # the frame after the keyframe waits for the merge delay
+        link.close()
+        await shutdown(server, log)
+        return took if held == 3 else -1.0
+
+    took = run(scenario())
+    assert 0 < took < 2.0, took

@@ -69,6 +69,21 @@ def test_one_write_per_flush_with_shared_bytes() -> None:
     assert len(p1.messages) == 1 + 11
 
 
+def test_flush_now_writes_the_batch_once_and_cancels_the_timer() -> None:
+    """A merged read (edge) is written out at once, not a merge interval later."""
+    clock, stream = make(merge_ms=350)
+    stream.on_media(V, 0, AVC_KEY)
+    player = RecordingPlayer()
+    stream.add_player(player, 1)
+    player.writes.clear()
+    publish_gop(stream, 1000, inters=2)
+    assert player.writes == []
+    stream.flush_now()
+    assert len(player.writes) == 1
+    clock.advance(1.0)
+    assert len(player.writes) == 1  # the merge timer was cancelled, nothing twice
+
+
 def test_merge_zero_writes_each_message() -> None:
     _, stream = make(merge_ms=0)
     player = RecordingPlayer()
