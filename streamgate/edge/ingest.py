@@ -68,6 +68,9 @@ class LinkSink(Protocol):
 
     def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None: ...
 
+    def link_media_batch(self, items: list[tuple[int, int, bytes]]) -> None:
+        """Media messages in order, as ``link_media`` would have had them one by one."""
+
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None: ...
 
     def link_flush(self) -> None:
@@ -250,6 +253,15 @@ class Ingest:
         self.stream.on_media(type_id, out, payload)
         if self.waiters:
             self._serve_waiters()
+
+    def link_media_batch(self, items: list[tuple[int, int, bytes]]) -> None:
+        if not self._link_has_media:
+            self.link_media(*items[0])
+            items = items[1:]
+        if items:
+            self._last_out = self.stream.on_media_batch(items, self._offset)
+            if self.waiters:
+                self._serve_waiters()
 
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         self.stream.on_metadata((timestamp + self._offset) & 0xFFFFFFFF, values, payload)
@@ -483,6 +495,10 @@ class _Sink:
         ingest = self._ingest  # _current(), inlined: once per media message
         if ingest._open_link == self._link_no:
             ingest.link_media(type_id, timestamp, payload)
+
+    def link_media_batch(self, items: list[tuple[int, int, bytes]]) -> None:
+        if (ingest := self._current()) is not None:
+            ingest.link_media_batch(items)
 
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         if (ingest := self._current()) is not None:

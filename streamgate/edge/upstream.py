@@ -145,6 +145,8 @@ class UpstreamLink:
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._release_timer: asyncio.TimerHandle | None = None
+        # While a merged read is decoded: its media, handed over in one call.
+        self._batch: list[tuple[int, int, bytes]] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -248,6 +250,7 @@ class UpstreamLink:
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
         self._held.clear()
         self._held_bytes = 0
+        self._batch = []
         self._decode(data)
         if not self.closed:
             self.sink.link_flush()
@@ -259,8 +262,14 @@ class UpstreamLink:
         try:
             events = conn.receive_data(data)
         except ProtocolError as exc:
+            self._batch = None
             self._fail(f"protocol error from origin: {exc.description}", connect=not self.playing)
             return
+        batch, self._batch = self._batch, None
+        if batch:  # all of it came before any event of this read
+            self.sink.link_media_batch(batch)
+            if self.closed:
+                return
         handlers = self._handlers
         for event in events:
             handler = handlers.get(type(event))
@@ -375,6 +384,9 @@ class UpstreamLink:
             return
         if not self.playing:
             self._playing()
+        if self._batch is not None:
+            self._batch.append((type_id, timestamp, payload))
+            return
         if not self._holding and type_id == MsgType.VIDEO:
             self._holding = classify_video(payload) == VIDEO_KEYFRAME
         self.sink.link_media(type_id, timestamp, payload)

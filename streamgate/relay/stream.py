@@ -27,7 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +51,7 @@ from streamgate.rtmp.messages import CSID_AUDIO, CSID_DATA, CSID_VIDEO, MsgType
 __all__ = ["FanoutSettings", "Player", "PlayerSink", "Stream"]
 
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
+_VIDEO = int(MsgType.VIDEO)
 _CSID = {MsgType.AUDIO: CSID_AUDIO, MsgType.VIDEO: CSID_VIDEO, MsgType.DATA_AMF0: CSID_DATA}
 
 
@@ -157,27 +158,42 @@ class Stream:
 
     def on_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         """One audio or video message from the publisher or the ingest."""
+        self.on_media_batch(((type_id, timestamp, payload),))
+
+    def on_media_batch(
+        self, items: Sequence[tuple[int, int, bytes]], offset: int = 0
+    ) -> int:
+        """Audio and video messages in order (an edge's merged read), their
+        timestamps shifted by ``offset``; returns the last timestamp."""
         now = self.clock.now()
         self.last_media = now
-        self.last_timestamp = timestamp
-        self.bytes_in += len(payload)
-        self.messages_in += 1
-        self.bitrate_in.add(len(payload), now)
-        keyframe = False
-        if type_id == MsgType.VIDEO:
-            kind = classify_video(payload)
-            if kind == VIDEO_KEYFRAME:
-                keyframe = True
-                self.last_keyframe = now
-            elif kind == VIDEO_CONFIG:
-                self.video_config = (timestamp, payload)
-                self.video = describe_video(payload)
+        append = self._append
+        total = 0
+        timestamp = self.last_timestamp
+        for type_id, timestamp, payload in items:
+            if offset:
+                timestamp = (timestamp + offset) & 0xFFFFFFFF
+            self.last_timestamp = timestamp
+            total += len(payload)
+            keyframe = False
+            if type_id == _VIDEO:
+                kind = classify_video(payload)
+                if kind == VIDEO_KEYFRAME:
+                    keyframe = True
+                    self.last_keyframe = now
+                elif kind == VIDEO_CONFIG:
+                    self.video_config = (timestamp, payload)
+                    self.video = describe_video(payload)
+                    self._invalidate_start()
+            elif classify_audio(payload) == AUDIO_CONFIG:
+                self.audio_config = (timestamp, payload)
+                self.audio = describe_audio(payload)
                 self._invalidate_start()
-        elif classify_audio(payload) == AUDIO_CONFIG:
-            self.audio_config = (timestamp, payload)
-            self.audio = describe_audio(payload)
-            self._invalidate_start()
-        self._append(type_id, timestamp, payload, keyframe)
+            append(type_id, timestamp, payload, keyframe)
+        self.bytes_in += total
+        self.messages_in += len(items)
+        self.bitrate_in.add(total, now)
+        return timestamp
 
     def on_metadata(self, timestamp: int, values: tuple[object, ...], payload: bytes) -> None:
         """A data message; ``@setDataFrame`` is stripped as players expect plain onMetaData.

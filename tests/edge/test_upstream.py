@@ -29,6 +29,7 @@ from tests.relay.sinks import AAC_CONFIG, AVC_CONFIG, AVC_INTER, AVC_KEY
 class RecordingSink:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     media: int = 0
+    stamps: list[int] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def link_playing(self) -> None:
@@ -36,6 +37,12 @@ class RecordingSink:
 
     def link_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         self.media += 1
+        self.stamps.append(timestamp)
+
+    def link_media_batch(self, items: list[tuple[int, int, bytes]]) -> None:
+        self.calls.append(("batch", len(items)))
+        for item in items:
+            self.link_media(*item)
 
     def link_data(self, timestamp: int, values: tuple[Any, ...], payload: bytes) -> None:
         self.calls.append(("data", values[0] if values else None))
@@ -338,6 +345,8 @@ def test_merged_reads_deliver_everything_in_few_batches(merge_delay: float) -> N
         # ~400 ms of 10 ms writes in batches of at most 150 ms (the first media at once)
         assert 2 <= len(flushes) <= 6, flushes
         assert flushes == sorted(flushes) and flushes[-1] == 40
+        assert "batch" in sink.kinds()  # handed over in one call per merged read
+    assert sink.stamps == [i * 10 for i in range(40)]  # all of it, in order
     assert "failed" not in sink.kinds()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from streamgate.loadtest.player import State
 from streamgate.loadtest.run import LoadConfig, run_load
 from streamgate.loadtest.stats import write_json
 from streamgate.rtmp.messages import Status
@@ -43,9 +44,15 @@ def test_missing_streams_are_refused_and_retried() -> None:
     assert s["players"] == 4
     assert s["attempts"] > 4  # refused, then tried again
     assert s["reached"]["play_start"] == 0
-    assert set(s["last_status"]) == {Status.PLAY_STREAM_NOT_FOUND}
-    assert s["closed_by_server"] == s["attempts"]
-    assert s["timings_ms"]["drop_ms"]["count"] == s["attempts"]
+    # An attempt still in flight when the run stopped (a loaded machine) has no
+    # answer yet; every other one was refused and closed by the server.
+    cut = [r for r in result.records if r.state == State.LEFT]
+    answered = [r for r in result.records if r.state != State.LEFT]
+    assert len(cut) <= 4 and len(answered) > 4
+    assert {r.last_status for r in answered} == {Status.PLAY_STREAM_NOT_FOUND}
+    assert all(r.closed_by_server for r in answered)
+    assert s["closed_by_server"] == len(answered)
+    assert s["timings_ms"]["drop_ms"]["count"] == len(answered)
     assert {r.url for r in result.records} == urls
 
 
