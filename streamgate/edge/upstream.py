@@ -21,7 +21,10 @@ Merged reads: once a keyframe went through, what the origin sends is held for at
 ``merge_delay`` seconds (the edge's ``merge_ms``) and decoded in one go, then
 ``link_flush`` tells the sink to write it out. Players get their merged
 writes exactly as before, and the edge wakes up to do Python work a few times
-a second per stream instead of on every read (SRS's "merged read").
+a second per stream instead of on every read (SRS's "merged read"). On Linux
+the kernel does the holding: SO_RCVLOWAT keeps the socket quiet until 512 KB
+are queued or a tick at the merge interval lowers the mark (which wakes the
+reader at once); elsewhere a timer releases what was read.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ log = logging.getLogger("streamgate.upstream")
 
 # Held bytes decoded at once beyond this, however young (a high-bitrate stream).
 _MAX_HELD = 1 << 20
+# Merged reads with the kernel's help: SO_RCVLOWAT keeps the socket from
+# waking us until this much arrived, or a tick lowers it again.
+_GATE_BYTES = 512 * 1024
 
 _MISSING = frozenset({Status.PLAY_STREAM_NOT_FOUND, Status.PLAY_FAILED})
 _ENDED = frozenset(
@@ -145,6 +151,9 @@ class UpstreamLink:
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._release_timer: asyncio.TimerHandle | None = None
+        # The socket whose SO_RCVLOWAT gates our wake-ups while holding, if any.
+        self._gate: Any = None
+        self._release_soon = False
         # While a merged read is decoded: its media, handed over in one call.
         self._batch: list[tuple[int, int, bytes]] | None = None
 
@@ -233,7 +242,12 @@ class UpstreamLink:
         if self._holding and delay > 0:
             self._held.append(data)
             self._held_bytes += len(data)
-            if self._held_bytes >= _MAX_HELD:
+            if self._gate is not None:
+                # The kernel woke us: the gate was lowered by the tick, or a lot came.
+                if not self._release_soon:
+                    self._release_soon = True
+                    self.loop.call_soon(self._release)
+            elif self._held_bytes >= _MAX_HELD:
                 self._release()
             elif self._release_timer is None:
                 self._release_timer = self.loop.call_later(delay, self._release)
@@ -242,9 +256,13 @@ class UpstreamLink:
 
     def _release(self) -> None:
         """Decode what was held, then have it written out."""
+        self._release_soon = False
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._release_timer = None
+        if self._gate is not None and not self.closed:
+            self._set_gate(_GATE_BYTES)
+            self._release_timer = self.loop.call_later(self.connector.merge_delay, self._tick)
         if not self._held or self.closed:
             return
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
@@ -254,6 +272,30 @@ class UpstreamLink:
         self._decode(data)
         if not self.closed:
             self.sink.link_flush()
+
+    def _start_gate(self) -> None:
+        """Holding starts: from now on the kernel holds the bytes for us."""
+        if self.connector.merge_delay <= 0 or self.transport is None:
+            return
+        self._gate = self.transport.get_extra_info("socket")
+        if self._gate is not None and self._set_gate(_GATE_BYTES):
+            self._release_timer = self.loop.call_later(self.connector.merge_delay, self._tick)
+
+    def _set_gate(self, nbytes: int) -> bool:
+        try:
+            self._gate.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+        except (OSError, AttributeError) as exc:
+            log.debug("upstream %s: no SO_RCVLOWAT (%s); timer-merged reads", self.where, exc)
+            self._gate = None
+            return False
+        return True
+
+    def _tick(self) -> None:
+        """A merge interval passed: let whatever is queued wake us (Linux wakes
+        the reader at once when the low-water mark drops below what is there)."""
+        self._release_timer = None
+        if self._gate is not None and not self.closed:
+            self._set_gate(1)
 
     def _decode(self, data: bytes) -> None:
         conn = self.conn
@@ -389,6 +431,8 @@ class UpstreamLink:
             return
         if not self._holding and type_id == MsgType.VIDEO:
             self._holding = classify_video(payload) == VIDEO_KEYFRAME
+            if self._holding:
+                self._start_gate()
         self.sink.link_media(type_id, timestamp, payload)
 
     def _on_data(self, event: DataReceived) -> None:

@@ -326,10 +326,19 @@ async def paced(conn: ServerConnection, sid: int, transport: asyncio.Transport) 
 
 @pytest.mark.parametrize("merge_delay", [0.0, 0.15])
 def test_merged_reads_deliver_everything_in_few_batches(merge_delay: float) -> None:
+    reads: list[int] = []
+
     async def scenario() -> RecordingSink:
         server, port, log = await serve(paced)
         sink = RecordingSink()
         link = open_link(port, sink, merge_delay=merge_delay)
+        receive = link.data_received
+
+        def counting(data: bytes) -> None:
+            reads.append(len(data))
+            receive(data)
+
+        link.data_received = counting
         async with asyncio.timeout(10):
             while sink.media < 40:
                 await asyncio.sleep(0.01)
@@ -338,6 +347,10 @@ def test_merged_reads_deliver_everything_in_few_batches(merge_delay: float) -> N
         return sink
 
     sink = run(scenario())
+    if merge_delay:
+        # SO_RCVLOWAT: the kernel holds the bytes, we wake once per interval
+        # (the origin wrote 40 times, 10 ms apart)
+        assert len(reads) <= 12, reads
     flushes = [media for kind, media in sink.calls if kind == "flush"]
     if merge_delay == 0:
         assert flushes == []  # every read decoded as it comes, nothing held
