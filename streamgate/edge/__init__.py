@@ -3,7 +3,8 @@
 :mod:`~streamgate.edge.hub` decides per play (negative cache, protection,
 one ingest per stream), :mod:`~streamgate.edge.ingest` runs one stream's
 link state machine, :mod:`~streamgate.edge.origins` holds the per-origin
-bounds, and :mod:`~streamgate.edge.upstream` is the asyncio connector.
+bounds, :mod:`~streamgate.edge.directory` polls the origins' lists of live
+streams, and :mod:`~streamgate.edge.upstream` is the asyncio connector.
 """
 
 from __future__ import annotations
