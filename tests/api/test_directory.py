@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from streamgate.client import RtmpClient
@@ -29,6 +31,26 @@ async def outcome(url: str, media: int = 0) -> tuple[str, str]:
         return status.code, status.description
     finally:
         client.close()
+
+
+@contextmanager
+def origin_and_edge(http: dict[str, Any] | None = None, **edge: Any) -> Iterator[ApiThread]:
+    """A streamgate origin publishing live/cam with its API, and an edge that
+    polls the origin's directory every 0.2 s (plus ``edge`` settings)."""
+    with ApiThread(http=http or {}) as origin:
+        feed = Feed(origin.srv, "cam")
+        url = f"http://127.0.0.1:{origin.port}/api/v1/directory"
+        try:
+            settings = {"directory": [url], "directory_interval": 0.2, **edge}
+            with edge_in_front_of(origin.srv.port, **settings) as gw:
+                yield gw
+        finally:
+            feed.stop()
+
+
+def _directory_origin(gw: ApiThread) -> str:
+    address: str = gw.get("/api/v1/origins").json()["origins"][0]["address"]
+    return address
 
 
 def _directory(gw: ApiThread) -> dict[str, Any]:
@@ -57,97 +79,56 @@ def test_origin_directory_lists_published_streams_only() -> None:
 
 
 def test_cold_stream_starts_through_a_flood_that_spends_the_connect_rate() -> None:
-    with ApiThread() as origin:
-        feed = Feed(origin.srv, "cam")
-        url = f"http://127.0.0.1:{origin.port}/api/v1/directory"
-        try:
-            with edge_in_front_of(
-                origin.srv.port,
-                directory=[url],
-                directory_interval=0.2,
-                max_connects_per_second=3,
-                missing_ttl=60,
-            ) as gw:
-                edge = gw.srv
-                wait_for(lambda: _directory(gw)["streams"] == 1, "the edge to read the directory")
-                assert _directory(gw)["fresh"] and _directory(gw)["last_error"] is None
+    with origin_and_edge(max_connects_per_second=3, missing_ttl=60) as gw:
+        edge = gw.srv
+        wait_for(lambda: _directory(gw)["streams"] == 1, "the edge to read the directory")
+        assert _directory(gw)["fresh"] and _directory(gw)["last_error"] is None
 
-                async def flood_then_cold() -> tuple[Counter[str], tuple[str, str]]:
-                    flood = await asyncio.gather(
-                        *(outcome(edge.url(f"miss{i}")) for i in range(40))
-                    )
-                    cold = await outcome(edge.url("cam"), media=10)  # nobody watched it yet
-                    return Counter(code for code, _ in flood), cold
+        async def flood_then_cold() -> tuple[Counter[str], tuple[str, str]]:
+            flood = await asyncio.gather(*(outcome(edge.url(f"miss{i}")) for i in range(40)))
+            cold = await outcome(edge.url("cam"), media=10)  # nobody watched it yet
+            return Counter(code for code, _ in flood), cold
 
-                flood, cold = edge.run(flood_then_cold(), timeout=30)
-                # The flood spent the budget: most misses were refused for the rate ...
-                assert flood[Status.PLAY_FAILED] >= 30, flood
-                # ... and the listed stream still started, with media.
-                assert cold[0] == Status.PLAY_START, cold
-                counts = gw.get("/api/v1/origins").json()["origins"][0]
-                assert counts["connects"] <= 3 + 1 + 3  # one window of misses, the stream, slack
-        finally:
-            feed.stop()
+        flood, cold = edge.run(flood_then_cold(), timeout=30)
+        # The flood spent the budget: most misses were refused for the rate ...
+        assert flood[Status.PLAY_FAILED] >= 30, flood
+        # ... and the listed stream still started, with media.
+        assert cold[0] == Status.PLAY_START, cold
+        counts = gw.get("/api/v1/origins").json()["origins"][0]
+        assert counts["connects"] <= 3 + 1 + 3  # one window of misses, the stream, slack
 
 
 def test_authoritative_directory_refuses_misses_without_touching_the_origin() -> None:
-    with ApiThread(http={"token": "sekrit"}) as origin:
-        feed = Feed(origin.srv, "cam")
-        url = f"http://127.0.0.1:{origin.port}/api/v1/directory"
-        try:
-            with edge_in_front_of(
-                origin.srv.port,
-                directory=[url],
-                directory_interval=0.2,
-                directory_authoritative=True,
-                directory_token="sekrit",
-            ) as gw:
-                edge = gw.srv
-                wait_for(lambda: _directory(gw)["fresh"], "the edge to read the directory")
-                code, description = edge.run(outcome(edge.url("nope")))
-                assert code == Status.PLAY_STREAM_NOT_FOUND
-                assert "no origin lists it" in description
-                assert gw.get("/api/v1/origins").json()["origins"][0]["connects"] == 0
-                assert edge.run(outcome(edge.url("cam"), media=5))[0] == Status.PLAY_START
-                assert gw.get("/api/v1/origins").json()["origins"][0]["connects"] == 1
-        finally:
-            feed.stop()
+    with origin_and_edge(
+        http={"token": "sekrit"}, directory_authoritative=True, directory_token="sekrit"
+    ) as gw:
+        edge = gw.srv
+        wait_for(lambda: _directory(gw)["fresh"], "the edge to read the directory")
+        code, description = edge.run(outcome(edge.url("nope")))
+        assert code == Status.PLAY_STREAM_NOT_FOUND
+        assert "no origin lists it" in description
+        assert gw.get("/api/v1/origins").json()["origins"][0]["connects"] == 0
+        assert edge.run(outcome(edge.url("cam"), media=5))[0] == Status.PLAY_START
+        assert gw.get("/api/v1/origins").json()["origins"][0]["connects"] == 1
 
 
 def test_directory_without_the_token_is_reported_and_ignored() -> None:
-    with ApiThread(http={"token": "sekrit"}) as origin:
-        feed = Feed(origin.srv, "cam")
-        url = f"http://127.0.0.1:{origin.port}/api/v1/directory"
-        try:
-            with edge_in_front_of(
-                origin.srv.port,
-                directory=[url],
-                directory_interval=0.2,
-                directory_authoritative=True,
-            ) as gw:
-                edge = gw.srv
-                wait_for(lambda: _directory(gw)["failures"] >= 1, "a failed poll")
-                directory = _directory(gw)
-                assert directory["fresh"] is False
-                assert directory["last_error"] == "HTTP 401"
-                # An unknown directory is no directory: the origin is asked.
-                assert edge.run(outcome(edge.url("cam"), media=5))[0] == Status.PLAY_START
-        finally:
-            feed.stop()
+    with origin_and_edge(http={"token": "sekrit"}, directory_authoritative=True) as gw:
+        edge = gw.srv
+        wait_for(lambda: _directory(gw)["failures"] >= 1, "a failed poll")
+        directory = _directory(gw)
+        assert directory["fresh"] is False
+        assert directory["last_error"] == "HTTP 401"
+        # An unknown directory is no directory: the origin is asked.
+        assert edge.run(outcome(edge.url("cam"), media=5))[0] == Status.PLAY_START
 
 
 def test_directory_metrics() -> None:
-    with ApiThread() as origin:
-        feed = Feed(origin.srv, "cam")
-        url = f"http://127.0.0.1:{origin.port}/api/v1/directory"
-        try:
-            with edge_in_front_of(origin.srv.port, directory=[url], directory_interval=0.2) as gw:
-                wait_for(lambda: _directory(gw)["streams"] == 1, "the edge to read the directory")
-                samples = gw.metrics()
-                address = f"127.0.0.1:{origin.srv.port}"
-                assert metric(samples, "streamgate_origin_directory_streams", origin=address) == 1
-                assert metric(samples, "streamgate_origin_directory_fresh", origin=address) == 1
-                failures = "streamgate_origin_directory_poll_failures_total"
-                assert metric(samples, failures, origin=address) == 0
-        finally:
-            feed.stop()
+    with origin_and_edge() as gw:
+        wait_for(lambda: _directory(gw)["streams"] == 1, "the edge to read the directory")
+        samples = gw.metrics()
+        address = _directory_origin(gw)
+        assert metric(samples, "streamgate_origin_directory_streams", origin=address) == 1
+        assert metric(samples, "streamgate_origin_directory_fresh", origin=address) == 1
+        failures = "streamgate_origin_directory_poll_failures_total"
+        assert metric(samples, failures, origin=address) == 0
