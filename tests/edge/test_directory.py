@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import given
@@ -255,3 +257,65 @@ def test_authoritative_directory_connects_when_a_listing_is_stale_or_missing() -
     directory.listings[1].fetched_at = None  # never answered
     assert edge.play("nope").refused is None  # unknown: ask the origins
     assert len(edge.connector.links) == 1
+
+
+# ---------------------------------------------------------------- polling, real sockets
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _poll_once(handler: Handler, interval: float = 0.3) -> Listing:
+    """One refresh of a listing served by ``handler`` on loopback."""
+
+    async def scenario() -> Listing:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/list"
+        directory = OriginDirectory.from_urls([url], interval=interval)  # timeout: <= 2 s
+        listing = directory.listings[0]
+        await directory.refresh(listing, lambda: 100.0)
+        server.close()
+        return listing
+
+    return asyncio.run(scenario())
+
+
+def test_a_silent_directory_times_out_and_is_not_trusted() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            writer.close()
+
+    listing = _poll_once(silent)
+    assert listing.failures == 1 and listing.fetched_at is None
+    assert "no answer" in listing.last_error
+
+
+def test_an_oversized_or_garbled_directory_is_refused() -> None:
+    async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20000000\r\n\r\n" + b"[" * 17_000_000)
+        await writer.drain()
+        writer.close()
+
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        writer.close()
+
+    listing = _poll_once(huge, interval=5.0)  # 16 MB read before the cap: not a timeout
+    assert listing.failures == 1 and "over" in listing.last_error
+    listing = _poll_once(garbled)
+    assert listing.failures == 1 and listing.fetched_at is None and listing.last_error
+
+
+def test_a_closed_port_is_a_failed_poll() -> None:
+    async def scenario() -> Listing:
+        directory = OriginDirectory.from_urls(["http://127.0.0.1:9/list"], interval=0.3)
+        await directory.refresh(directory.listings[0], lambda: 100.0)
+        return directory.listings[0]
+
+    listing = asyncio.run(scenario())
+    assert listing.failures == 1 and listing.fetched_at is None and listing.last_error
