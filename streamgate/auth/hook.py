@@ -42,7 +42,6 @@ class HookClient:
         failure_policy: str = "deny",
     ) -> None:
         self.target = HttpTarget.parse(url, "hook URL")
-        self.url = url
         self.timeout = timeout
         self.cache_ttl = cache_ttl
         self.failure_policy = failure_policy
@@ -70,7 +69,7 @@ class HookClient:
             status, payload = await self._post(body)
         except HttpError as exc:
             reason = "auth hook timed out" if isinstance(exc, HttpTimeout) else "auth hook down"
-            log.warning("auth hook %s: %s (%s)", self.url, reason, exc)
+            log.warning("auth hook %s: %s (%s)", self.target.url, reason, exc)
             allowed = self.failure_policy == "allow"
             return HookDecision(allowed, reason, unreachable=True)  # not cached: retry next time
         decision = self._judge(status, payload)

@@ -14,6 +14,7 @@ queues, nothing waits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -124,7 +125,9 @@ class OriginPool:
         refusal: Refusal | None = None
         if self.origins and len(exclude) >= len(self.origins):
             return Refusal("exhausted", "every origin failed")
-        order = sorted(range(len(self.origins)), key=lambda i: i not in listed)
+        order: Sequence[int] = range(len(self.origins))
+        if listed:  # not for a plain miss: a flood comes through here
+            order = sorted(order, key=lambda i: i not in listed)
         for index in order:
             if index in exclude:
                 continue

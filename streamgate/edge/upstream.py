@@ -261,8 +261,7 @@ class UpstreamLink:
             self._release_timer.cancel()
             self._release_timer = None
         if self._gate is not None and not self.closed:
-            self._set_gate(_GATE_BYTES)
-            self._release_timer = self.loop.call_later(self.connector.merge_delay, self._tick)
+            self._shut_gate()
         if not self._held or self.closed:
             return
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
@@ -278,7 +277,12 @@ class UpstreamLink:
         if self.connector.merge_delay <= 0 or self.transport is None:
             return
         self._gate = self.transport.get_extra_info("socket")
-        if self._gate is not None and self._set_gate(_GATE_BYTES):
+        if self._gate is not None:
+            self._shut_gate()
+
+    def _shut_gate(self) -> None:
+        """Quiet until a lot arrives or the next tick, one merge interval away."""
+        if self._set_gate(_GATE_BYTES):
             self._release_timer = self.loop.call_later(self.connector.merge_delay, self._tick)
 
     def _set_gate(self, nbytes: int) -> bool:

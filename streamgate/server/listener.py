@@ -180,10 +180,15 @@ def _edge_timing(settings: Settings) -> EdgeTiming:
 
 
 def _directory_terms(settings: Settings) -> tuple[object, ...]:
+    """What the directory is built from (SecretStr compares by value)."""
     edge = settings.edge
-    token = edge.directory_token.get_secret_value() if edge.directory_token else None
-    terms = (edge.origins, edge.directory, edge.directory_interval, edge.directory_authoritative)
-    return (*terms, token)
+    return (
+        edge.origins,
+        edge.directory,
+        edge.directory_interval,
+        edge.directory_authoritative,
+        edge.directory_token,
+    )
 
 
 def _directory(settings: Settings) -> OriginDirectory | None:
