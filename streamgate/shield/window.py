@@ -34,3 +34,8 @@ class RateWindow:
     def take(self, now: float) -> None:
         """Count an event that was let through regardless of the limit."""
         self._events.append(now)
+
+    @property
+    def newest(self) -> float | None:
+        """When the last counted event happened (``None`` before any)."""
+        return self._events[-1] if self._events else None

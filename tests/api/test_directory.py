@@ -4,6 +4,8 @@ polled over HTTP by a real edge, deciding real plays."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,18 +86,22 @@ def test_cold_stream_starts_through_a_flood_that_spends_the_connect_rate() -> No
         wait_for(lambda: _directory(gw)["streams"] == 1, "the edge to read the directory")
         assert _directory(gw)["fresh"] and _directory(gw)["last_error"] is None
 
-        async def flood_then_cold() -> tuple[Counter[str], tuple[str, str]]:
+        async def flood_then_cold() -> tuple[Counter[str], float, tuple[str, str]]:
+            started = time.monotonic()
             flood = await asyncio.gather(*(outcome(edge.url(f"miss{i}")) for i in range(40)))
+            took = time.monotonic() - started
             cold = await outcome(edge.url("cam"), media=10)  # nobody watched it yet
-            return Counter(code for code, _ in flood), cold
+            return Counter(code for code, _ in flood), took, cold
 
-        flood, cold = edge.run(flood_then_cold(), timeout=30)
-        # The flood spent the budget: most misses were refused for the rate ...
-        assert flood[Status.PLAY_FAILED] >= 30, flood
+        flood, took, cold = edge.run(flood_then_cold(), timeout=30)
+        # At 3 connects/s the misses get 3 per started second of the flood (a slow
+        # machine stretches it; it still ends long before 13 windows) ...
+        let_through = 3 * (math.floor(took) + 1)
+        assert flood[Status.PLAY_FAILED] >= 40 - let_through, (flood, took)
         # ... and the listed stream still started, with media.
         assert cold[0] == Status.PLAY_START, cold
         counts = gw.get("/api/v1/origins").json()["origins"][0]
-        assert counts["connects"] <= 3 + 1 + 3  # one window of misses, the stream, slack
+        assert counts["connects"] <= let_through + 1, (counts, took)  # + the stream
 
 
 def test_authoritative_directory_refuses_misses_without_touching_the_origin() -> None:
