@@ -3,8 +3,9 @@
 The hot path is built so that per player there is only a write:
 
 * every media message is chunk-encoded once per *group* (players sharing a
-  message stream id, almost always all of them, since ids are allocated
-  lowest-first) with a type-0 header, so the bytes depend on nothing
+  message stream id and the kinds of media they receive, almost always all
+  of them, since ids are allocated lowest-first and few players turn audio
+  or video off) with a type-0 header, so the bytes depend on nothing
   player-specific;
 * encoded messages accumulate in the group's ``pending`` list and are
   joined once per flush (every ``merge_ms``); each live player then gets
@@ -16,9 +17,12 @@ Invariants:
 
 * ``gop`` holds the raw messages since the last video keyframe (empty when
   there is none yet, or when it outgrew ``max_gop_bytes``); each group's
-  ``gop_bytes`` is the same list encoded, and the last ``gop_pending`` of
-  those are also in ``pending``, so a joining player is written the GOP
-  without them and receives them with the next flush, never twice.
+  ``gop_bytes`` is the same list encoded (the kinds the group receives;
+  ``None`` until a player joins the group: a group made by a player turning
+  a kind on or off is not worth encoding a GOP for), and the last
+  ``gop_pending`` of those are also in ``pending``, so a joining player is
+  written the GOP without them and receives them with the next flush,
+  never twice.
 * A player is either live (in ``live``) or skipping (in ``skipping``);
   a skipping player gets nothing until a flush that contains a keyframe
   finds its socket writable again, then it resumes at that keyframe.
@@ -48,11 +52,18 @@ from streamgate.rtmp.media import (
 )
 from streamgate.rtmp.messages import CSID_AUDIO, CSID_DATA, CSID_VIDEO, MsgType
 
-__all__ = ["FanoutSettings", "Player", "PlayerSink", "Stream"]
+__all__ = ["AUDIO", "BOTH", "VIDEO", "FanoutSettings", "Player", "PlayerSink", "Stream"]
 
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
 _VIDEO = int(MsgType.VIDEO)
 _CSID = {MsgType.AUDIO: CSID_AUDIO, MsgType.VIDEO: CSID_VIDEO, MsgType.DATA_AMF0: CSID_DATA}
+
+# The kinds of media a player receives (receiveAudio / receiveVideo), as bits.
+# Data messages (onMetaData) go to every player.
+AUDIO = 1
+VIDEO = 2
+BOTH = AUDIO | VIDEO
+_KIND_OF = {MsgType.AUDIO: AUDIO, MsgType.VIDEO: VIDEO}
 
 
 class PlayerSink(Protocol):
@@ -92,7 +103,7 @@ class Player:
 
 
 class _Group:
-    """Players that share one encoding (same message stream id)."""
+    """Players that share one encoding (same message stream id, same kinds)."""
 
     __slots__ = (
         "awaiting_keyframe",
@@ -100,6 +111,7 @@ class _Group:
         "gop_pending",
         "kf_index",
         "kf_timestamp",
+        "kinds",
         "live",
         "pending",
         "skipping",
@@ -107,8 +119,9 @@ class _Group:
         "stream_id",
     )
 
-    def __init__(self, stream_id: int) -> None:
+    def __init__(self, stream_id: int, kinds: int) -> None:
         self.stream_id = stream_id
+        self.kinds = kinds
         self.live: dict[Player, Callable[[bytes], None]] = {}
         self.skipping: set[Player] = set()
         self.pending: list[bytes] = []
@@ -117,9 +130,13 @@ class _Group:
         # A player joined before any keyframe: the first one is flushed at once,
         # not a merge interval later (it is what the player waits to start).
         self.awaiting_keyframe = False
-        self.gop_bytes: list[bytes] = []
+        self.gop_bytes: list[bytes] | None = None
         self.gop_pending = 0
         self.start_cache: bytes | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.stream_id, self.kinds
 
     def __len__(self) -> int:
         return len(self.live) + len(self.skipping)
@@ -133,7 +150,7 @@ class Stream:
         self.name = name
         self.clock = clock
         self.settings = settings
-        self.groups: dict[int, _Group] = {}
+        self.groups: dict[tuple[int, int], _Group] = {}
         self.gop: list[tuple[int, int, bytes]] = []
         self.gop_size = 0
         self.metadata: bytes | None = None  # "onMetaData" body, re-encoded
@@ -150,6 +167,7 @@ class Stream:
         self.messages_in = 0
         self.dropped_players = 0
         self._flush_timer: TimerHandle | None = None
+        self._regroup: dict[Player, int] = {}  # players changing kinds at the next flush
         self.ended = False
         # Called when the last player leaves (the edge lingers, then closes its link).
         self.on_empty: Callable[[], None] | None = None
@@ -226,14 +244,17 @@ class Stream:
                     self.gop = []  # no keyframe for too long: start players live instead
                     self.gop_size = 0
                     for group in self.groups.values():
-                        group.gop_bytes = []
+                        group.gop_bytes = None
                         group.gop_pending = 0
                 else:
                     self.gop.append((type_id, timestamp, payload))
                     in_gop = True
         csid = _CSID[type_id]
+        kind = _KIND_OF.get(type_id, BOTH)
         chunk_size = settings.chunk_size
         for group in self.groups.values():
+            if not group.kinds & kind:
+                continue
             data = encode_message(csid, timestamp, type_id, group.stream_id, payload, chunk_size)
             if keyframe and group.kf_index < 0:
                 group.kf_index = len(group.pending)
@@ -245,7 +266,8 @@ class Stream:
                     group.gop_pending = 1
                     group.start_cache = None
                 else:
-                    group.gop_bytes.append(data)
+                    if group.gop_bytes is not None:
+                        group.gop_bytes.append(data)
                     group.gop_pending += 1
         if settings.merge_ms <= 0 or (keyframe and self._anyone_awaiting_keyframe()):
             if self._flush_timer is not None:
@@ -292,6 +314,8 @@ class Stream:
                     self._write_failed(player)
             if group.skipping:
                 self._serve_skipping(group, data, kf_index, sum(offsets), kf_timestamp)
+        if self._regroup:
+            self._apply_regroup()
 
     def _serve_skipping(
         self, group: _Group, data: bytes, kf_index: int, kf_offset: int, kf_timestamp: int
@@ -299,7 +323,9 @@ class Stream:
         """Resume skipping players that drained, at this batch's first keyframe
         (at once for a stream without video); drop those congested too long."""
         now = self.clock.now()
-        audio_only = self.video_config is None and self.last_keyframe is None
+        audio_only = not group.kinds & VIDEO or (
+            self.video_config is None and self.last_keyframe is None
+        )
         resume: bytes | None = None
         for player in list(group.skipping):
             if player.paused_since is None:
@@ -338,14 +364,26 @@ class Stream:
         if group.start_cache is None:
             ts = self.gop[0][1] if self.gop else self.last_timestamp
             group.start_cache = self._header_bytes(group, ts)
-        gop = group.gop_bytes
+        gop = self._gop_bytes(group)
         upto = len(gop) - group.gop_pending
         return group.start_cache + b"".join(gop[:upto])
 
+    def _gop_bytes(self, group: _Group) -> list[bytes]:
+        if group.gop_bytes is None:
+            chunk_size = self.settings.chunk_size
+            sid, kinds = group.stream_id, group.kinds
+            group.gop_bytes = [
+                encode_message(_CSID[t], ts, t, sid, payload, chunk_size)
+                for t, ts, payload in self.gop
+                if kinds & _KIND_OF.get(t, BOTH)
+            ]
+        return group.gop_bytes
+
     def _header_bytes(self, group: _Group, ts: int) -> bytes:
-        """Metadata and sequence headers, the media ones stamped ``ts``."""
+        """Metadata and the sequence headers of the group's kinds, the media
+        ones stamped ``ts``."""
         chunk_size = self.settings.chunk_size
-        sid = group.stream_id
+        sid, kinds = group.stream_id, group.kinds
         parts = []
         if self.metadata is not None:
             # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
@@ -353,13 +391,13 @@ class Stream:
             parts.append(
                 encode_message(CSID_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size)
             )
-        if self.video_config is not None:
+        if self.video_config is not None and kinds & VIDEO:
             parts.append(
                 encode_message(
                     CSID_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
                 )
             )
-        if self.audio_config is not None:
+        if self.audio_config is not None and kinds & AUDIO:
             parts.append(
                 encode_message(
                     CSID_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
@@ -374,37 +412,82 @@ class Stream:
         return sum(len(g) for g in self.groups.values())
 
     def add_player(
-        self, sink: PlayerSink, stream_id: int, write: Callable[[bytes], None] | None = None
+        self,
+        sink: PlayerSink,
+        stream_id: int,
+        write: Callable[[bytes], None] | None = None,
+        kinds: int = BOTH,
     ) -> Player:
-        """Attach a player; ``write`` is best the transport's own bound method."""
-        group = self.groups.get(stream_id)
-        if group is None:
-            group = self._new_group(stream_id)
+        """Attach a player; ``write`` is best the transport's own bound method;
+        ``kinds`` what it receives (AUDIO, VIDEO or BOTH)."""
+        group = self._group(stream_id, kinds)
         player = Player(sink, stream_id, group, write or sink.write)
         start = self._start_bytes(group)
         if start:
             player.write(start)
-        if len(group.gop_bytes) <= group.gop_pending:  # no keyframe reached it yet
+        gop = group.gop_bytes or ()
+        if kinds & VIDEO and len(gop) <= group.gop_pending:  # no keyframe reached it yet
             group.awaiting_keyframe = True
         group.live[player] = player.write
         return player
 
-    def _new_group(self, stream_id: int) -> _Group:
-        group = _Group(stream_id)
-        chunk_size = self.settings.chunk_size
-        group.gop_bytes = [
-            encode_message(_CSID[t], ts, t, stream_id, payload, chunk_size)
-            for t, ts, payload in self.gop
-        ]
-        self.groups[stream_id] = group
+    def _group(self, stream_id: int, kinds: int) -> _Group:
+        group = self.groups.get((stream_id, kinds))
+        if group is None:
+            group = self.groups[stream_id, kinds] = _Group(stream_id, kinds)
         return group
 
+    def set_kinds(self, player: Player, kinds: int) -> None:
+        """The player turned audio or video on or off (receiveAudio / receiveVideo).
+
+        It moves to the group of its new kinds at the end of the next flush,
+        when no group holds anything unwritten: it misses nothing and gets
+        nothing twice. Video turned on resumes at the next keyframe (as after
+        congestion); audio turned on starts with the audio sequence header.
+        Cheap however often a client toggles: a GOP is only encoded for a group
+        when a player joins the stream in it.
+        """
+        kinds &= BOTH
+        if kinds == player.group.kinds:
+            self._regroup.pop(player, None)
+        else:
+            self._regroup[player] = kinds
+
+    def _apply_regroup(self) -> None:
+        moves, self._regroup = self._regroup, {}
+        for player, kinds in moves.items():
+            old = player.group
+            live = old.live.pop(player, None) is not None
+            old.skipping.discard(player)
+            if not old:
+                del self.groups[old.key]
+            group = player.group = self._group(player.stream_id, kinds)
+            video_on = kinds & ~old.kinds & VIDEO and self.video_config is not None
+            if not live or video_on:
+                group.skipping.add(player)
+                continue
+            group.live[player] = player.write  # before a write that may pause it
+            if kinds & ~old.kinds & AUDIO and self.audio_config is not None:
+                header = encode_message(
+                    CSID_AUDIO,
+                    self.last_timestamp,  # the last one written: this is a flush's end
+                    MsgType.AUDIO,
+                    player.stream_id,
+                    self.audio_config[1],
+                    self.settings.chunk_size,
+                )
+                try:
+                    player.write(header)
+                except Exception:
+                    self._write_failed(player)
+
     def remove_player(self, player: Player) -> None:
+        self._regroup.pop(player, None)
         group = player.group
         group.live.pop(player, None)
         group.skipping.discard(player)
-        if not group and self.groups.get(group.stream_id) is group:
-            del self.groups[group.stream_id]
+        if not group and self.groups.get(group.key) is group:
+            del self.groups[group.key]
             if not self.groups and self.on_empty is not None and not self.ended:
                 self.on_empty()
 
@@ -431,5 +514,6 @@ class Stream:
         self.flush()
         players = [p for g in self.groups.values() for p in (*g.live, *g.skipping)]
         self.groups.clear()
+        self._regroup.clear()
         for player in players:
             notify(player.sink.stream_ended, code, description)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from streamgate.auth import AuthDecision, TokenRequest
 from streamgate.errors import ProtocolError, StreamgateError
 from streamgate.relay.hub import StreamBusy
-from streamgate.relay.stream import Player, Stream
+from streamgate.relay.stream import AUDIO, BOTH, VIDEO, Player, Stream
 from streamgate.rtmp.connection import ServerConnection
 from streamgate.rtmp.events import (
     CommandIgnored,
@@ -62,6 +62,8 @@ class RtmpSession(asyncio.Protocol):
         self.publishing: Stream | None = None
         self.publish_sid = 0
         self.playing: dict[int, tuple[Stream, Player]] = {}
+        # What each stream id receives (receiveAudio / receiveVideo), when not BOTH.
+        self.receiving: dict[int, int] = {}
         self.waiting: dict[int, tuple[str, str, object]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -393,7 +395,8 @@ class RtmpSession(asyncio.Protocol):
         self.conn.accept_play(sid, stream.name)
         self._flush()  # Play.Start must precede the media the stream writes
         assert self.transport is not None
-        player = stream.add_player(self, sid, self.transport.write)
+        kinds = self.receiving.get(sid, BOTH)
+        player = stream.add_player(self, sid, self.transport.write, kinds)
         self.playing[sid] = (stream, player)
         if self.paused:  # the start bytes alone filled the socket: pause_writing came early
             stream.player_paused(player)
@@ -411,6 +414,7 @@ class RtmpSession(asyncio.Protocol):
 
     def _on_stream_closed(self, event: StreamClosed) -> None:
         sid = event.stream_id
+        self.receiving.pop(sid, None)
         if self.publishing is not None and sid == self.publish_sid:
             stream, self.publishing = self.publishing, None
             self.ctx.hub.unpublish(stream)
@@ -420,6 +424,18 @@ class RtmpSession(asyncio.Protocol):
         waiting = self.waiting.pop(sid, None)
         if waiting is not None:
             self.ctx.source.cancel_play(*waiting)
+
+    def _on_receive(self, event: ReceiveToggled) -> None:
+        sid = event.stream_id
+        if self.conn is None or sid not in self.conn.streams:
+            return  # only created streams: what is kept stays bounded
+        bit = AUDIO if event.kind == "audio" else VIDEO
+        kinds = self.receiving.get(sid, BOTH)
+        kinds = kinds | bit if event.enabled else kinds & ~bit
+        self.receiving[sid] = kinds
+        entry = self.playing.get(sid)
+        if entry is not None:
+            entry[0].set_kinds(entry[1], kinds)
 
     def _on_ignored(self, event: Event) -> None:
         pass
@@ -431,6 +447,6 @@ class RtmpSession(asyncio.Protocol):
         MediaReceived: _on_media,
         DataReceived: _on_data,
         StreamClosed: _on_stream_closed,
-        ReceiveToggled: _on_ignored,
+        ReceiveToggled: _on_receive,
         CommandIgnored: _on_ignored,
     }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streamgate.relay.clock import FakeClock
-from streamgate.relay.stream import FanoutSettings, Stream
+from streamgate.relay.stream import AUDIO, BOTH, VIDEO, FanoutSettings, Stream
 from streamgate.rtmp import amf0
 from streamgate.rtmp.messages import MsgType
 from tests.relay.sinks import (
@@ -309,3 +312,187 @@ def test_a_player_waiting_for_the_first_keyframe_gets_it_without_the_merge_delay
     assert player.payloads[-1] == AVC_KEY and len(player.messages) == 3
     clock.advance(0.35)
     assert [m.timestamp for m in player.messages] == [0, 10, 40, 80, 120]
+
+
+# ---------------------------------------------------------------- receiveAudio / receiveVideo
+
+
+def forget(player: RecordingPlayer) -> None:
+    player.writes.clear()
+    player.messages.clear()
+
+
+def headed_stream(merge_ms: int = 50) -> tuple[FakeClock, Stream]:
+    clock, stream = make(merge_ms=merge_ms)
+    stream.on_media(V, 0, AVC_CONFIG)
+    stream.on_media(A, 0, AAC_CONFIG)
+    publish_gop(stream, 0)
+    clock.advance(0.05)
+    return clock, stream
+
+
+def test_a_player_without_video_gets_audio_only_from_its_start() -> None:
+    clock, stream = headed_stream()
+    full, audio = RecordingPlayer(), RecordingPlayer()
+    stream.add_player(full, 1)
+    stream.add_player(audio, 1, kinds=AUDIO)
+    assert [m.type_id for m in audio.messages] == [A, A, A, A]  # config + the GOP's audio
+    assert audio.payloads[0] == AAC_CONFIG
+    publish_gop(stream, 1000)
+    clock.advance(0.05)
+    assert {m.type_id for m in audio.messages} == {A}
+    assert [m.type_id for m in full.messages].count(V) == 1 + 4 + 4
+    assert len(stream.groups) == 2 and stream.player_count == 2
+
+
+def test_video_off_moves_at_the_flush_and_misses_no_audio() -> None:
+    clock, stream = headed_stream()
+    player = RecordingPlayer()
+    p = stream.add_player(player, 1)
+    forget(player)
+    stream.on_media(A, 1000, AAC_RAW)  # pending when the player turns video off
+    stream.on_media(V, 1000, AVC_INTER)
+    stream.set_kinds(p, AUDIO)
+    stream.on_media(A, 1010, AAC_RAW)
+    clock.advance(0.05)
+    assert [(m.type_id, m.timestamp) for m in player.messages] == [
+        (A, 1000), (V, 1000), (A, 1010)  # the batch it asked within: unchanged
+    ]
+    forget(player)
+    publish_gop(stream, 2000)
+    clock.advance(0.05)
+    assert [m.type_id for m in player.messages] == [A, A, A]
+    assert len(stream.groups) == 1  # the old group left with its only player
+
+
+def test_video_back_on_resumes_at_the_next_keyframe_with_its_header() -> None:
+    clock, stream = headed_stream()
+    player = RecordingPlayer()
+    p = stream.add_player(player, 1, kinds=AUDIO)
+    stream.set_kinds(p, BOTH)
+    stream.on_media(V, 1000, AVC_INTER)
+    stream.on_media(A, 1000, AAC_RAW)
+    clock.advance(0.05)  # moved at this flush's end: waits for a keyframe now
+    forget(player)
+    stream.on_media(A, 1010, AAC_RAW)
+    stream.on_media(V, 1040, AVC_INTER)
+    clock.advance(0.05)
+    assert player.writes == []
+    publish_gop(stream, 2000, inters=1)
+    clock.advance(0.05)
+    assert player.payloads[:3] == [AVC_CONFIG, AAC_CONFIG, AVC_KEY]
+    assert [m.timestamp for m in player.messages][:3] == [2000, 2000, 2000]
+
+
+def test_audio_back_on_starts_with_the_audio_header_in_order() -> None:
+    clock, stream = headed_stream()
+    player = RecordingPlayer()
+    p = stream.add_player(player, 1, kinds=VIDEO)
+    assert A not in {m.type_id for m in player.messages}
+    forget(player)
+    stream.set_kinds(p, BOTH)
+    stream.on_media(V, 1000, AVC_INTER)
+    clock.advance(0.05)
+    stream.on_media(A, 1010, AAC_RAW)
+    clock.advance(0.05)
+    assert [(m.type_id, m.timestamp) for m in player.messages] == [
+        (V, 1000), (A, 1000), (A, 1010)
+    ]
+    assert player.payloads[1] == AAC_CONFIG
+
+
+def test_toggling_back_before_the_flush_changes_nothing() -> None:
+    clock, stream = headed_stream()
+    player = RecordingPlayer()
+    p = stream.add_player(player, 1)
+    group = p.group
+    stream.set_kinds(p, AUDIO)
+    stream.set_kinds(p, BOTH)
+    stream.on_media(V, 1000, AVC_INTER)
+    clock.advance(0.05)
+    assert p.group is group and player.messages[-1].type_id == V
+
+
+def test_toggling_does_not_encode_a_gop_and_a_leaver_is_forgotten() -> None:
+    clock, stream = headed_stream()
+    player = RecordingPlayer()
+    p = stream.add_player(player, 1)
+    for _ in range(1000):  # a client hammering receiveVideo
+        stream.set_kinds(p, AUDIO)
+        stream.on_media(A, 1000, AAC_RAW)
+        clock.advance(0.05)
+        stream.set_kinds(p, BOTH)
+        stream.on_media(A, 1000, AAC_RAW)
+        clock.advance(0.05)
+    assert all(g.gop_bytes is None or len(g.gop_bytes) <= 1 for g in stream.groups.values())
+    stream.set_kinds(p, AUDIO)
+    stream.remove_player(p)
+    stream.on_media(A, 1010, AAC_RAW)
+    clock.advance(0.05)
+    assert stream.groups == {} and stream.player_count == 0
+
+
+def test_a_joiner_of_a_toggled_group_gets_the_gop_of_its_kinds() -> None:
+    clock, stream = headed_stream()
+    first = RecordingPlayer()
+    stream.set_kinds(stream.add_player(first, 1), AUDIO)
+    stream.on_media(A, 200, AAC_RAW)
+    clock.advance(0.05)
+    joiner = RecordingPlayer()
+    stream.add_player(joiner, 1, kinds=AUDIO)
+    assert [m.type_id for m in joiner.messages] == [A] * 5  # config, 3 in the GOP, 1 since
+    assert joiner.messages[-1].timestamp == 200
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["media", "key", "flush", "kinds", "join", "leave"]),
+                  st.integers(0, 3), st.integers(0, 3)),
+        max_size=80,
+    )
+)
+def test_any_mix_of_toggles_joins_and_leaves_keeps_each_player_in_order(ops: list) -> None:
+    """Whatever players do, each gets media in order, nothing twice, and after its
+    last change has taken effect only the kinds it asked for."""
+    clock, stream = make(merge_ms=50)
+    stream.on_media(V, 0, AVC_CONFIG)
+    stream.on_media(A, 0, AAC_CONFIG)
+    players: dict[int, tuple[RecordingPlayer, object, list[int]]] = {}
+    ts = 0
+    for op, who, arg in ops:
+        if op in ("media", "key"):
+            ts += 10
+            if op == "key":
+                stream.on_media(V, ts, AVC_KEY)
+            else:
+                stream.on_media(A if arg % 2 else V, ts, AAC_RAW if arg % 2 else AVC_INTER)
+        elif op == "flush":
+            clock.advance(0.05)
+        elif op == "join" and who not in players:
+            rec = RecordingPlayer()
+            kinds = arg or BOTH
+            players[who] = (rec, stream.add_player(rec, 1, kinds=kinds), [kinds])
+        elif op == "kinds" and who in players:
+            stream.set_kinds(players[who][1], arg)  # type: ignore[arg-type]
+            players[who][2].append(arg & BOTH)
+        elif op == "leave" and who in players:
+            stream.remove_player(players.pop(who)[1])  # type: ignore[arg-type]
+    stream.on_media(A, ts + 10, AAC_RAW)
+    clock.advance(0.05)  # every change has taken effect at this flush's end
+    cuts = {who: len(rec.messages) for who, (rec, _, _) in players.items()}
+    stream.on_media(V, ts + 20, AVC_KEY)
+    stream.on_media(A, ts + 30, AAC_RAW)
+    clock.advance(0.05)
+    headers = (AVC_CONFIG, AAC_CONFIG)
+    for who, (rec, player, asked) in players.items():
+        for kind in (A, V):
+            stamps = [
+                m.timestamp for m in rec.messages if m.type_id == kind and m.payload not in headers
+            ]
+            assert stamps == sorted(set(stamps)), (kind, stamps)
+        assert player.group.kinds == asked[-1]  # type: ignore[attr-defined]
+        wanted = {t for t, bit in ((A, AUDIO), (V, VIDEO)) if asked[-1] & bit}
+        assert {m.type_id for m in rec.messages[cuts[who] :]} == wanted
+    assert stream.player_count == len(players)
+    assert all(len(g) for g in stream.groups.values())
