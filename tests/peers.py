@@ -70,6 +70,7 @@ _DEBIAN_PACKAGES: dict[str, str] = {
     "ffmpeg": "ffmpeg",
     "ffprobe": "ffmpeg",
     "nginx": "nginx libnginx-mod-rtmp",
+    "rtmpdump": "rtmpdump",
 }
 
 
@@ -327,6 +328,17 @@ def start_player(
     if duration is not None:
         argv += ["-t", f"{duration:g}"]
     argv += ["-f", "null", "-"]
+    return _spawn_logged(argv)
+
+
+def start_rtmpdump(url: str, out: Path, *, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """Start rtmpdump (librtmp: the RTMP code of OBS's ancestors, Flash-era
+    behaviour) recording live ``url`` to the FLV file ``out``.
+
+    It exits by itself when the server ends the stream (UnpublishNotify, Stop)
+    or refuses it; ``timeout`` s without data also end it.
+    """
+    argv = [need("rtmpdump"), "-r", url, "--live", "-m", f"{timeout:g}", "-o", str(out)]
     return _spawn_logged(argv)
 
 
@@ -602,6 +614,7 @@ class ProbeStream:
     channels: int | None = None
     pts: list[float | None] = field(default_factory=list)
     dts: list[float | None] = field(default_factory=list)
+    keyframes: list[bool] = field(default_factory=list)  # per packet: flagged K
 
 
 @dataclass
@@ -697,6 +710,7 @@ def probe(url: str, *, timeout: float = 15.0, read_seconds: float = 2.0) -> Prob
         if stream is not None:
             stream.pts.append(_opt_float(p.get("pts_time")))
             stream.dts.append(_opt_float(p.get("dts_time")))
+            stream.keyframes.append(str(p.get("flags", "")).startswith("K"))
     if not streams:
         raise PeerError(f"ffprobe {url} found no streams; stderr:\n{stderr}")
     return ProbeResult(streams=[streams[i] for i in sorted(streams)], stderr=stderr)
