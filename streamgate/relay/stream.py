@@ -250,10 +250,10 @@ class Stream:
                     self.gop.append((type_id, timestamp, payload))
                     in_gop = True
         csid = _CSID[type_id]
-        kind = _KIND_OF.get(type_id, BOTH)
+        kind = _KIND_OF.get(type_id, 0)  # 0: data, for everyone
         chunk_size = settings.chunk_size
         for group in self.groups.values():
-            if not group.kinds & kind:
+            if kind and not group.kinds & kind:
                 continue
             data = encode_message(csid, timestamp, type_id, group.stream_id, payload, chunk_size)
             if keyframe and group.kf_index < 0:
@@ -375,7 +375,7 @@ class Stream:
             group.gop_bytes = [
                 encode_message(_CSID[t], ts, t, sid, payload, chunk_size)
                 for t, ts, payload in self.gop
-                if kinds & _KIND_OF.get(t, BOTH)
+                if t not in _KIND_OF or kinds & _KIND_OF[t]
             ]
         return group.gop_bytes
 

@@ -496,3 +496,15 @@ def test_any_mix_of_toggles_joins_and_leaves_keeps_each_player_in_order(ops: lis
         assert {m.type_id for m in rec.messages[cuts[who] :]} == wanted
     assert stream.player_count == len(players)
     assert all(len(g) for g in stream.groups.values())
+
+
+def test_metadata_reaches_a_player_that_turned_both_kinds_off() -> None:
+    clock, stream = headed_stream()
+    player = RecordingPlayer()
+    stream.add_player(player, 1, kinds=0)
+    assert player.messages == []  # no headers of kinds it does not get
+    stream.on_media(A, 1000, AAC_RAW)
+    values = ("@setDataFrame", "onMetaData", {"width": 640.0})
+    stream.on_metadata(1000, values, amf0.encode(*values))
+    clock.advance(0.05)
+    assert [m.type_id for m in player.messages] == [MsgType.DATA_AMF0]
