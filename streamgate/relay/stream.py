@@ -9,7 +9,9 @@ The hot path is built so that per player there is only a write:
   player-specific;
 * encoded messages accumulate in the group's ``pending`` list and are
   joined once per flush (every ``merge_ms``); each live player then gets
-  exactly one ``write`` of that shared ``bytes`` object;
+  exactly one ``write`` of that shared ``bytes`` object, or, for a large
+  flush, one ``sendfile`` of the same pages (``relay/shared.py``: the
+  kernel does not copy the bytes per player);
 * per-player state is a small slotted object; live players sit in a dict
   of bound ``write`` methods that the flush loop calls directly.
 
@@ -31,11 +33,13 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamgate.relay.clock import Clock, TimerHandle, notify
+from streamgate.relay.shared import SENDFILE_MIN, SharedFile, sendfile_available
 from streamgate.rtmp import amf0
 from streamgate.rtmp.chunk import encode_message
 from streamgate.rtmp.media import (
@@ -85,12 +89,13 @@ class FanoutSettings:
     gop_cache: bool = True
     max_gop_bytes: int = 16 << 20
     slow_player_timeout: float = 10.0
+    sendfile: bool = True  # large flushes by sendfile(2) where the platform has it
 
 
 class Player:
     """A player attached to a stream (per-player state: keep it small)."""
 
-    __slots__ = ("group", "paused_since", "sink", "stream_id", "write")
+    __slots__ = ("fd", "group", "paused_since", "sink", "stream_id", "transport", "write")
 
     def __init__(
         self, sink: PlayerSink, stream_id: int, group: _Group, write: Callable[[bytes], None]
@@ -100,6 +105,9 @@ class Player:
         self.group = group
         self.write = write
         self.paused_since: float | None = None
+        # A plain TCP transport's socket, for sendfile (-1: writes only).
+        self.transport: Any = None
+        self.fd = -1
 
 
 class _Group:
@@ -166,7 +174,10 @@ class Stream:
         self.bytes_in = 0
         self.messages_in = 0
         self.dropped_players = 0
+        self.bytes_sendfile = 0  # of what players were sent, handed over by sendfile
         self._flush_timer: TimerHandle | None = None
+        self._sendfile = settings.sendfile and sendfile_available()
+        self._shared: SharedFile | None = None
         self._regroup: dict[Player, int] = {}  # players changing kinds at the next flush
         self.ended = False
         # Called when the last player leaves (the edge lingers, then closes its link).
@@ -305,17 +316,44 @@ class Stream:
             group.pending = []
             group.gop_pending = 0
             group.kf_index = -1
+            size = len(data)
+            shared = self._shared_file() if size >= SENDFILE_MIN else None
+            if shared is not None:
+                shared.put(data)
+            sendfile = os.sendfile
             # A snapshot: the transport may call pause_writing() from inside
             # write(), which moves that player out of ``live``.
             for player, write in tuple(group.live.items()):
                 try:
+                    if shared is not None and player.fd >= 0:
+                        transport = player.transport
+                        # Its own socket, nothing queued ahead: the wire order holds.
+                        if not transport.get_write_buffer_size() and not transport.is_closing():
+                            try:
+                                sent = sendfile(player.fd, shared.fd, 0, size)
+                            except BlockingIOError:
+                                sent = 0
+                            self.bytes_sendfile += sent
+                            if sent < size:  # the rest waits in the transport
+                                write(data[sent:])
+                            continue
                     write(data)
                 except Exception:  # a transport that is already gone: lose only it
                     self._write_failed(player)
+            if shared is not None:
+                shared.clear()
             if group.skipping:
                 self._serve_skipping(group, data, kf_index, sum(offsets), kf_timestamp)
         if self._regroup:
             self._apply_regroup()
+
+    def _shared_file(self) -> SharedFile | None:
+        if self._shared is None and self._sendfile:
+            try:
+                self._shared = SharedFile()
+            except OSError:
+                self._sendfile = False  # no memfd here (e.g. out of descriptors): writes
+        return self._shared
 
     def _serve_skipping(
         self, group: _Group, data: bytes, kf_index: int, kf_offset: int, kf_timestamp: int
@@ -417,11 +455,18 @@ class Stream:
         stream_id: int,
         write: Callable[[bytes], None] | None = None,
         kinds: int = BOTH,
+        transport: Any = None,
     ) -> Player:
         """Attach a player; ``write`` is best the transport's own bound method;
-        ``kinds`` what it receives (AUDIO, VIDEO or BOTH)."""
+        ``kinds`` what it receives (AUDIO, VIDEO or BOTH); with its asyncio
+        ``transport`` (plain TCP), large flushes go to its socket by sendfile."""
         group = self._group(stream_id, kinds)
         player = Player(sink, stream_id, group, write or sink.write)
+        if transport is not None and self._sendfile:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and transport.get_extra_info("sslcontext") is None:
+                player.transport = transport
+                player.fd = sock.fileno()
         start = self._start_bytes(group)
         if start:
             player.write(start)
@@ -515,5 +560,9 @@ class Stream:
         players = [p for g in self.groups.values() for p in (*g.live, *g.skipping)]
         self.groups.clear()
         self._regroup.clear()
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+        self._sendfile = False
         for player in players:
             notify(player.sink.stream_ended, code, description)

@@ -155,6 +155,7 @@ def _fanout(settings: Settings) -> FanoutSettings:
         gop_cache=origin.gop_cache,
         max_gop_bytes=origin.max_gop_bytes,
         slow_player_timeout=rtmp.slow_player_timeout,
+        sendfile=rtmp.sendfile,
     )
 
 

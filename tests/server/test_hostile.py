@@ -214,8 +214,9 @@ def test_wrong_rtmp_version_is_closed(srv: ServerThread) -> None:
     run_with_bystanders(srv, offender)
 
 
-def test_slow_player_is_skipped_then_dropped_without_slowing_others() -> None:
-    rtmp = {"merge_ms": 20, "slow_player_timeout": 1.0, "player_buffer": 256 * 1024}
+@pytest.mark.parametrize("merge_ms", [20, 300])  # 300: ~1 MB flushes, sent by sendfile
+def test_slow_player_is_skipped_then_dropped_without_slowing_others(merge_ms: int) -> None:
+    rtmp = {"merge_ms": merge_ms, "slow_player_timeout": 1.0, "player_buffer": 256 * 1024}
     with ServerThread(rtmp=rtmp) as srv:
 
         async def scenario() -> tuple[list[int], list[int], int]:

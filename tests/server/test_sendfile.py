@@ -1,0 +1,91 @@
+"""Large flushes go to players by sendfile over real sockets: every byte arrives,
+in order, for fast players and for one that stalls and catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import socket
+
+import pytest
+
+from streamgate.client import RtmpClient
+from streamgate.relay.shared import sendfile_available
+from streamgate.rtmp.events import MediaReceived
+from streamgate.rtmp.messages import MsgType, Status
+from tests.server.harness import ServerThread
+from tests.server.test_hostile import INTER, KEY
+from tests.server.test_session import publisher
+
+pytestmark = pytest.mark.skipif(not sendfile_available(), reason="no memfd_create/sendfile")
+
+FRAMES, GOP, FPS = 100, 25, 25
+
+
+def frame(i: int) -> bytes:
+    """Frame i: 120 KB nobody else has (a 300 ms flush is ~1 MB, sendfile's size;
+    24 Mbit/s, so a stall soon outgrows what the sockets hold)."""
+    head = KEY if i % GOP == 0 else INTER
+    return head + i.to_bytes(4, "big") + random.Random(i).randbytes(120_000)
+
+
+async def collect(client: RtmpClient, stall: float = 0.0) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    if stall:  # reads nothing: its socket fills, then its server-side buffer
+        client.transport.pause_reading()  # type: ignore[union-attr]
+        await asyncio.sleep(stall)
+        client.transport.resume_reading()  # type: ignore[union-attr]
+    try:
+        async with asyncio.timeout(15):
+            while True:
+                event = await client.next_event()
+                if isinstance(event, MediaReceived) and event.type_id == MsgType.VIDEO:
+                    got.append((event.timestamp, event.payload))
+                elif getattr(event, "code", None) == Status.PLAY_UNPUBLISH_NOTIFY:
+                    return got
+    except (TimeoutError, ConnectionError):
+        return got
+
+
+def test_sendfile_fanout_delivers_every_byte_to_fast_and_stalled_players() -> None:
+    with ServerThread(rtmp={"merge_ms": 300, "player_buffer": 65536}) as srv:
+
+        async def scenario() -> tuple[list[list[tuple[int, bytes]]], int]:
+            pub, sid = await publisher(srv, "big")
+            pub.send_media(sid, MsgType.VIDEO, 0, frame(0))
+            players = []
+            for n in range(4):
+                client = await RtmpClient.open(srv.url("big"))
+                if n == 3:  # a small window: the stall backs up into the server at once
+                    sock = client.transport.get_extra_info("socket")  # type: ignore[union-attr]
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+                await client.play()
+                players.append(client)
+            tasks = [asyncio.ensure_future(collect(c)) for c in players[:3]]
+            tasks.append(asyncio.ensure_future(collect(players[3], stall=2.5)))
+            for i in range(1, FRAMES):
+                await asyncio.sleep(1 / FPS)
+                pub.send_media(sid, MsgType.VIDEO, i * 40, frame(i))
+            await asyncio.sleep(0.5)
+            stream = srv.ctx.hub.get("live", "big")  # type: ignore[union-attr]
+            by_sendfile = stream.bytes_sendfile
+            pub.close()  # the players are told, and stop collecting
+            results = await asyncio.gather(*tasks)
+            for c in players:
+                c.close()
+            return results, by_sendfile
+
+        results, by_sendfile = srv.run(scenario(), timeout=60)
+    assert by_sendfile > 3 * 10_000_000  # most of what the fast players got
+    for got in results[:3]:
+        assert [ts for ts, _ in got] == [i * 40 for i in range(FRAMES)]
+        assert all(payload == frame(ts // 40) for ts, payload in got)
+    # The stalled one skipped ahead, at a keyframe, and lost nothing after that.
+    stalled = results[3]
+    stamps = [ts // 40 for ts, _ in stalled]
+    assert stamps and all(payload == frame(ts // 40) for ts, payload in stalled)
+    assert stamps[-1] == FRAMES - 1
+    gaps = [b for a, b in itertools.pairwise(stamps) if b != a + 1]
+    assert gaps, "the stall was absorbed: nothing exercised the skip"
+    assert all(i % GOP == 0 for i in gaps), gaps
