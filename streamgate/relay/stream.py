@@ -331,11 +331,11 @@ class Stream:
                         if not transport.get_write_buffer_size() and not transport.is_closing():
                             try:
                                 sent = sendfile(player.fd, shared.fd, 0, size)
-                            except BlockingIOError:
-                                sent = 0
+                            except OSError:  # full, or the peer is gone: the transport's
+                                sent = 0  # own write queues it or finds out and reports it
                             self.bytes_sendfile += sent
-                            if sent < size:  # the rest waits in the transport
-                                write(data[sent:])
+                            if sent < size:
+                                write(data[sent:] if sent else data)
                             continue
                     write(data)
                 except Exception:  # a transport that is already gone: lose only it

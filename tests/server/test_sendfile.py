@@ -7,13 +7,19 @@ import asyncio
 import itertools
 import random
 import socket
+import struct
+import time
 
 import pytest
+import uvloop
 
 from streamgate.client import RtmpClient
+from streamgate.relay.clock import LoopClock
 from streamgate.relay.shared import sendfile_available
+from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.events import MediaReceived
 from streamgate.rtmp.messages import MsgType, Status
+from tests.relay.sinks import RecordingPlayer
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import INTER, KEY
 from tests.server.test_session import publisher
@@ -89,3 +95,64 @@ def test_sendfile_fanout_delivers_every_byte_to_fast_and_stalled_players() -> No
     gaps = [b for a, b in itertools.pairwise(stamps) if b != a + 1]
     assert gaps, "the stall was absorbed: nothing exercised the skip"
     assert all(i % GOP == 0 for i in gaps), gaps
+
+
+def test_a_player_that_resets_mid_stream_leaves_as_a_disconnect_not_a_slow_drop() -> None:
+    with ServerThread(rtmp={"merge_ms": 300}) as srv:
+
+        async def scenario() -> tuple[int, int]:
+            pub, sid = await publisher(srv, "big")
+            pub.send_media(sid, MsgType.VIDEO, 0, frame(0))
+            stays = await RtmpClient.open(srv.url("big"))
+            await stays.play()
+            gone = await RtmpClient.open(srv.url("big"))
+            await gone.play()
+            keep = asyncio.ensure_future(collect(stays))
+            for i in range(1, 40):
+                await asyncio.sleep(1 / FPS)
+                pub.send_media(sid, MsgType.VIDEO, i * 40, frame(i))
+                if i == 10:  # RST: the server learns of it from the next send
+                    sock = gone.transport.get_extra_info("socket")  # type: ignore[union-attr]
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    gone.transport.abort()  # type: ignore[union-attr]
+            await asyncio.sleep(0.5)
+            players = srv.ctx.hub.get("live", "big").player_count  # type: ignore[union-attr]
+            pub.close()
+            got = await keep
+            stays.close()
+            return players, len(got)
+
+        players, got = srv.run(scenario(), timeout=60)
+        dropped = srv.call(lambda: srv.ctx.counters["slow_players_dropped"])  # type: ignore[union-attr]
+    assert players == 1 and got == 40
+    assert dropped == 0
+
+
+def test_a_reset_found_by_sendfile_is_left_to_the_transport_to_report() -> None:
+    """The peer reset before the server read of it: sendfile meets the error first.
+    The player is not 'dropped as too slow'; its transport reports the loss."""
+    class Lost(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.lost.set_result(exc)
+
+    async def scenario() -> tuple[str | None, bool]:
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        transport, protocol = await loop.create_connection(Lost, *listener.getsockname()[:2])
+        peer, _ = listener.accept()
+        stream = Stream("live", "x", LoopClock(loop), FanoutSettings(merge_ms=0))
+        sink = RecordingPlayer()
+        stream.add_player(sink, 1, transport.write, transport=transport)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # RST, and this loop does not run before the send below
+        listener.close()
+        time.sleep(0.1)  # noqa: ASYNC251 - on purpose: the loop must not see the reset
+        stream.on_media(MsgType.VIDEO, 0, frame(0))  # merge_ms=0: flushed at once
+        exc = await asyncio.wait_for(protocol.lost, 5)
+        return sink.dropped, isinstance(exc, OSError)
+
+    dropped, reported = uvloop.run(scenario())
+    assert dropped is None and reported
