@@ -157,6 +157,8 @@ def stream_view(
         "video": asdict(video) if video is not None else None,
         "audio": asdict(audio) if audio is not None else None,
         "dropped_players": stream.dropped_players,
+        # Of what players were sent, the bytes handed over by sendfile (no copy).
+        "bytes_sendfile": stream.bytes_sendfile,
     }
     ingest = ref.ingest
     if ingest is not None:
