@@ -178,3 +178,34 @@ def test_player_congested_by_its_first_write_is_still_dropped() -> None:
             return dropped
 
         assert srv.run(scenario(), timeout=60) == 1
+
+
+def test_odd_receive_commands_are_harmless() -> None:
+    """receiveVideo/receiveAudio with no flag, odd values, on streams never created
+    or before play: no error, nothing kept for unknown ids, and the player plays."""
+    with ServerThread(rtmp={"merge_ms": 0}) as srv:
+
+        async def scenario() -> tuple[list[int], int]:
+            pub, sid = await publisher(srv, "r")
+            client = await RtmpClient.open(srv.url("r"))
+            for stream_id in (0, 7, 65535):
+                client.conn.send_command(stream_id, "receiveVideo", 0.0, None, False)
+            psid = await client.create_stream()
+            for args in ((), ("yes",), ({"a": 1.0},), (None,), (0.0,)):
+                client.conn.send_command(psid, "receiveAudio", 0.0, None, *args)
+            client.conn.send_command(psid, "receiveVideo", 0.0, None, True)
+            client.conn.play(psid, "r")
+            client._flush()
+            await client.wait_status(Status.PLAY_START, timeout=5)
+            session = next(s for s in srv.ctx.sessions.values() if s.playing)  # type: ignore[union-attr]
+            kept = len(session.receiving)
+            for i in range(5):
+                pub.send_media(sid, MsgType.VIDEO, i * 40, (KEY if i == 0 else INTER) + bytes(50))
+            got = await drain_media(client)
+            client.close()
+            pub.close()
+            return got, kept
+
+        got, kept = srv.run(scenario())
+        assert got == [0, 40, 80, 120, 160]  # audio off (the last receiveAudio said 0), video on
+        assert kept == 1  # only the created stream's choice
