@@ -115,7 +115,8 @@ class RtmpSettings(_Section):
         description=(
             "Send flushes of 64 KB and more to players with sendfile(2) from one in-memory "
             "file (Linux): the kernel shares the pages instead of copying them per player "
-            "(35-45 % less CPU per byte). Off: every flush is written."
+            "(35-45 % less CPU per byte). Off: every flush is written. A reload "
+            "applies it, like the other fan-out settings, to streams that start after it."
         ),
     )
     player_buffer: int = Field(

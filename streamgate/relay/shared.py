@@ -60,3 +60,4 @@ class SharedFile:
 
     def close(self) -> None:
         self._finalizer()
+        self.size = 0

@@ -320,32 +320,41 @@ class Stream:
             shared = self._shared_file() if size >= SENDFILE_MIN else None
             if shared is not None:
                 shared.put(data)
-            sendfile = os.sendfile
-            # A snapshot: the transport may call pause_writing() from inside
-            # write(), which moves that player out of ``live``.
-            for player, write in tuple(group.live.items()):
-                try:
-                    if shared is not None and player.fd >= 0:
-                        transport = player.transport
-                        # Its own socket, nothing queued ahead: the wire order holds.
-                        if not transport.get_write_buffer_size() and not transport.is_closing():
-                            try:
-                                sent = sendfile(player.fd, shared.fd, 0, size)
-                            except OSError:  # full, or the peer is gone: the transport's
-                                sent = 0  # own write queues it or finds out and reports it
-                            self.bytes_sendfile += sent
-                            if sent < size:
-                                write(data[sent:] if sent else data)
-                            continue
-                    write(data)
-                except Exception:  # a transport that is already gone: lose only it
-                    self._write_failed(player)
-            if shared is not None:
-                shared.clear()
+            try:
+                self._write_all(group, data, shared)
+            finally:  # always: the next flush must get fresh pages, not these
+                if shared is not None:
+                    shared.clear()
             if group.skipping:
                 self._serve_skipping(group, data, kf_index, sum(offsets), kf_timestamp)
         if self._regroup:
             self._apply_regroup()
+
+    def _write_all(self, group: _Group, data: bytes, shared: SharedFile | None) -> None:
+        """One write (or sendfile of ``shared``, holding ``data``) per live player."""
+        size = len(data)
+        sendfile = os.sendfile
+        # A snapshot: the transport may call pause_writing() from inside
+        # write(), which moves that player out of ``live``.
+        for player, write in tuple(group.live.items()):
+            try:
+                # shared.size: 0 once the file was let go (a failure emptied the stream)
+                if shared is not None and shared.size and player.fd >= 0:
+                    transport = player.transport
+                    # Its own socket, nothing queued ahead: the wire order holds.
+                    if not transport.get_write_buffer_size() and not transport.is_closing():
+                        try:
+                            sent = sendfile(player.fd, shared.fd, 0, size)
+                        except OSError:  # full, or the peer is gone: the transport's
+                            sent = 0  # own write queues it or finds out and reports it
+                        self.bytes_sendfile += sent
+                        if sent < size:  # a view: congested players share one copy
+                            rest: Any = memoryview(data)[sent:] if sent else data
+                            write(rest)
+                        continue
+                write(data)
+            except Exception:  # a transport that is already gone: lose only it
+                self._write_failed(player)
 
     def _shared_file(self) -> SharedFile | None:
         if self._shared is None and self._sendfile:
@@ -354,6 +363,11 @@ class Stream:
             except OSError:
                 self._sendfile = False  # no memfd here (e.g. out of descriptors): writes
         return self._shared
+
+    def _release_shared(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
     def _serve_skipping(
         self, group: _Group, data: bytes, kf_index: int, kf_offset: int, kf_timestamp: int
@@ -533,8 +547,10 @@ class Stream:
         group.skipping.discard(player)
         if not group and self.groups.get(group.key) is group:
             del self.groups[group.key]
-            if not self.groups and self.on_empty is not None and not self.ended:
-                self.on_empty()
+            if not self.groups:
+                self._release_shared()  # nobody to send to: no descriptor held meanwhile
+                if self.on_empty is not None and not self.ended:
+                    self.on_empty()
 
     def player_paused(self, player: Player) -> None:
         """The player's socket stopped taking data: skip to a later keyframe."""
@@ -560,9 +576,7 @@ class Stream:
         players = [p for g in self.groups.values() for p in (*g.live, *g.skipping)]
         self.groups.clear()
         self._regroup.clear()
-        if self._shared is not None:
-            self._shared.close()
-            self._shared = None
+        self._release_shared()
         self._sendfile = False
         for player in players:
             notify(player.sink.stream_ended, code, description)

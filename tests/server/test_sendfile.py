@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import socket
 import struct
@@ -156,3 +157,41 @@ def test_a_reset_found_by_sendfile_is_left_to_the_transport_to_report() -> None:
 
     dropped, reported = uvloop.run(scenario())
     assert dropped is None and reported
+
+
+class Failing(RecordingPlayer):
+    """A sink whose write and drop both fail: a bug elsewhere, made to happen."""
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("write failed")
+
+    def drop(self, reason: str) -> None:
+        raise RuntimeError("drop failed")
+
+
+def test_a_failure_mid_flush_still_lets_the_pages_go_and_the_last_leaver_frees_the_file() -> None:
+    async def scenario() -> tuple[int, bool, bool]:
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        transport, _ = await loop.create_connection(asyncio.Protocol, *listener.getsockname()[:2])
+        peer, _ = listener.accept()
+        listener.close()
+        stream = Stream("live", "x", LoopClock(loop), FanoutSettings(merge_ms=0))
+        good = stream.add_player(RecordingPlayer(), 1, transport.write, transport=transport)
+        bad = Failing()
+        stream.add_player(bad, 1, bad.write)
+        with pytest.raises(RuntimeError):
+            stream.on_media(MsgType.VIDEO, 0, frame(0))  # merge_ms=0: flushed at once
+        shared = stream._shared
+        assert shared is not None
+        size = os.fstat(shared.fd).st_size  # 0: truncated though the flush failed
+        stream.remove_player(good)
+        freed = stream._shared is None
+        with pytest.raises(OSError):
+            os.fstat(shared.fd)
+        transport.close()
+        peer.close()
+        return size, freed, True
+
+    size, freed, _ = uvloop.run(scenario())
+    assert size == 0 and freed
