@@ -226,3 +226,30 @@ def test_refused_client_gets_error_not_hang(srv: ServerThread) -> None:
     srv.run(connect_bad_app())
     with pytest.raises(UpstreamError):
         srv.run(RtmpClient.open("rtmp://127.0.0.1:1/live/x", timeout=2))
+
+
+def test_real_players_decode_a_stream_sent_by_sendfile() -> None:
+    """400 ms flushes of a ~3 Mbit/s stream are 150 KB: they reach players by
+    sendfile. ffprobe and PyAV see the same clean stream as with writes."""
+    need("ffmpeg")
+    cbr = ["-b:v", "3M", "-minrate", "3M", "-maxrate", "3M", "-bufsize", "1M",
+           "-x264-params", "nal-hrd=cbr"]  # fmt: skip
+    with (
+        ServerThread(rtmp={"merge_ms": 400}) as srv,
+        publisher(srv.url("big"), extra=cbr) as proc,
+    ):
+        wait_until(lambda: srv.published("big"), timeout=15, what="ffmpeg to publish")
+        result = probe(srv.url("big"), read_seconds=3)
+        assert (result.video.codec_name, result.video.width) == ("h264", 320)
+        assert result.audio.codec_name == "aac"
+        assert_increasing(result.video.dts, "video dts")
+        assert_increasing(result.audio.dts, "audio dts")
+        with av.open(srv.url("big"), options={"rw_timeout": "10000000"}) as container:
+            frames = []
+            for frame in container.decode(video=0):
+                frames.append(frame)
+                if len(frames) >= 50:
+                    break
+        assert_increasing([float(f.pts) for f in frames], "decoded frame pts")
+        sent = srv.call(lambda: srv.ctx.hub.get("live", "big").bytes_sendfile)  # type: ignore[union-attr]
+        assert sent > 1_000_000, f"sendfile carried {sent} bytes:\n{process_log(proc)}"
