@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.interop.test_edge import edge_server
 from tests.peers import (
     need,
     probe,
@@ -23,20 +21,6 @@ from tests.peers import (
 from tests.server.harness import ServerThread
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture(params=["origin", "edge"])
-def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[ServerThread, ServerThread]]:
-    """(origin, where players go): the origin itself, or an edge in front of it."""
-    with ServerThread() as origin:
-        if request.param == "origin":
-            yield origin, origin
-            return
-        edge, _ = edge_server(origin.port)
-        try:
-            yield origin, edge
-        finally:
-            edge.stop()
 
 
 def exited(proc: subprocess.Popen[bytes], within: float) -> int:

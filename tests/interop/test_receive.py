@@ -19,7 +19,6 @@ from streamgate.rtmp.media import (
     classify_video,
 )
 from streamgate.rtmp.messages import MsgType
-from tests.interop.test_edge import edge_server
 from tests.peers import need, publisher, wait_until
 from tests.server.harness import ServerThread
 
@@ -28,20 +27,14 @@ pytestmark = pytest.mark.interop
 V, A = MsgType.VIDEO, MsgType.AUDIO
 
 
-@pytest.fixture(params=["origin", "edge"])
-def url(request: pytest.FixtureRequest) -> Iterator[tuple[ServerThread, str]]:
+@pytest.fixture
+def url(gateway: tuple[ServerThread, ServerThread]) -> Iterator[tuple[ServerThread, str]]:
     """Where a player finds live/x (ffmpeg: H.264 + AAC, a keyframe a second)."""
     need("ffmpeg")
-    with ServerThread() as origin, publisher(origin.url("x")):
+    origin, srv = gateway
+    with publisher(origin.url("x")):
         wait_until(lambda: origin.published("x"), timeout=15, what="ffmpeg to publish")
-        if request.param == "origin":
-            yield origin, origin.url("x")
-            return
-        edge, _ = edge_server(origin.port)
-        try:
-            yield edge, edge.url("x")
-        finally:
-            edge.stop()
+        yield srv, srv.url("x")
 
 
 async def media(client: RtmpClient, count: int) -> list[MediaReceived]:
