@@ -431,13 +431,17 @@ class Stream:
             ]
         return group.gop_bytes
 
-    def _header_bytes(self, group: _Group, ts: int) -> bytes:
-        """Metadata and the sequence headers of the group's kinds, the media
-        ones stamped ``ts``."""
+    def _header_bytes(
+        self, group: _Group, ts: int, kinds: int | None = None, metadata: bool = True
+    ) -> bytes:
+        """Metadata and the sequence headers of ``kinds`` (the group's), the
+        media ones stamped ``ts``."""
         chunk_size = self.settings.chunk_size
-        sid, kinds = group.stream_id, group.kinds
+        sid = group.stream_id
+        if kinds is None:
+            kinds = group.kinds
         parts = []
-        if self.metadata is not None:
+        if metadata and self.metadata is not None:
             # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
             # time into a spurious data stream.
             parts.append(
@@ -526,17 +530,12 @@ class Stream:
                 group.skipping.add(player)
                 continue
             group.live[player] = player.write  # before a write that may pause it
-            if kinds & ~old.kinds & AUDIO and self.audio_config is not None:
-                header = encode_message(
-                    CSID_AUDIO,
-                    self.last_timestamp,  # the last one written: this is a flush's end
-                    MsgType.AUDIO,
-                    player.stream_id,
-                    self.audio_config[1],
-                    self.settings.chunk_size,
-                )
+            if kinds & ~old.kinds & AUDIO:
+                # Stamped with the last one written: this is a flush's end.
+                header = self._header_bytes(group, self.last_timestamp, AUDIO, metadata=False)
                 try:
-                    player.write(header)
+                    if header:
+                        player.write(header)
                 except Exception:
                     self._write_failed(player)
 
