@@ -35,7 +35,7 @@ def _rss_kb() -> int:
 
 
 def stats() -> dict[str, Any]:
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
     from streamgate.server.session import RtmpSession
 
     gc.collect()

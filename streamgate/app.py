@@ -13,7 +13,8 @@ from streamgate.api import ApiServer, start_api
 from streamgate.config import Settings, load_settings, parse_listen
 from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
-from streamgate.server.listener import RtmpServer, ServerContext
+from streamgate.server.context import ServerContext
+from streamgate.server.listener import RtmpServer
 
 __all__ = ["reload", "run", "serve"]
 

@@ -12,7 +12,7 @@ from streamgate.relay.stream import Stream
 from streamgate.rtmp.messages import Status
 
 if TYPE_CHECKING:
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
     from streamgate.server.session import RtmpSession
 
 __all__ = ["END_DESCRIPTION", "end_stream", "forget_missing", "kick_client", "lift_bans"]

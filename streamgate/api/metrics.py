@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from streamgate.api.http import HttpServer
     from streamgate.edge.directory import OriginDirectory
     from streamgate.edge.origins import Origin
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
 
 __all__ = [
     "BREAKER_VALUES",

@@ -35,7 +35,7 @@ from streamgate.api.routing import PathArgs, Route
 from streamgate.errors import ConfigError
 
 if TYPE_CHECKING:
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
     from streamgate.server.session import RtmpSession
 
 __all__ = ["ApiContext", "build_routes"]

@@ -21,7 +21,7 @@ from streamgate.api.routing import Router
 from streamgate.config import parse_listen
 
 if TYPE_CHECKING:
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
 
 __all__ = ["ApiServer", "start_api"]
 

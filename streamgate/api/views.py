@@ -23,7 +23,7 @@ from streamgate.relay.stream import Stream
 from streamgate.rtmp.connection import split_query
 
 if TYPE_CHECKING:
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
     from streamgate.server.session import RtmpSession
 
 __all__ = [

@@ -36,7 +36,7 @@ from streamgate.rtmp.events import (
 from streamgate.rtmp.messages import Status
 
 if TYPE_CHECKING:
-    from streamgate.server.listener import ServerContext
+    from streamgate.server.context import ServerContext
 
 __all__ = ["RtmpSession"]
 

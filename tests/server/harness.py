@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import uvloop
 
 from streamgate.config import Settings, load_settings
-from streamgate.server.listener import RtmpServer, ServerContext
+from streamgate.server.context import ServerContext
+from streamgate.server.listener import RtmpServer
 
 T = TypeVar("T")
 
