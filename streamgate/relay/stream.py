@@ -3,10 +3,12 @@
 The hot path is built so that per player there is only a write:
 
 * every media message is chunk-encoded once per *group* (players sharing a
-  message stream id and the kinds of media they receive, almost always all
-  of them, since ids are allocated lowest-first and few players turn audio
-  or video off) with a type-0 header, so the bytes depend on nothing
-  player-specific;
+  message stream id, the kinds of media they receive and the chunk size
+  their connection announced; almost always all of them, since ids are
+  allocated lowest-first, few players turn audio or video off and the chunk
+  size changes only with a reload) with a type-0 header on chunk streams no
+  connection core writes (``CSID_RELAY_*``), so the bytes depend on nothing
+  player-specific and never disturb a connection's own header compression;
 * encoded messages accumulate in the group's ``pending`` list and are
   joined once per flush (every ``merge_ms``); each live player then gets
   exactly one ``write`` of that shared ``bytes`` object, or, for a large
@@ -54,13 +56,17 @@ from streamgate.rtmp.media import (
     describe_audio,
     describe_video,
 )
-from streamgate.rtmp.messages import CSID_AUDIO, CSID_DATA, CSID_VIDEO, MsgType
+from streamgate.rtmp.messages import CSID_RELAY_AUDIO, CSID_RELAY_DATA, CSID_RELAY_VIDEO, MsgType
 
 __all__ = ["AUDIO", "BOTH", "VIDEO", "FanoutSettings", "Player", "PlayerSink", "Stream"]
 
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
 _VIDEO = int(MsgType.VIDEO)
-_CSID = {MsgType.AUDIO: CSID_AUDIO, MsgType.VIDEO: CSID_VIDEO, MsgType.DATA_AMF0: CSID_DATA}
+_CSID = {
+    MsgType.AUDIO: CSID_RELAY_AUDIO,
+    MsgType.VIDEO: CSID_RELAY_VIDEO,
+    MsgType.DATA_AMF0: CSID_RELAY_DATA,
+}
 
 # The kinds of media a player receives (receiveAudio / receiveVideo), as bits.
 # Data messages (onMetaData) go to every player.
@@ -84,7 +90,7 @@ class PlayerSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FanoutSettings:
-    chunk_size: int = 4096
+    chunk_size: int = 4096  # for players added without their connection's own
     merge_ms: int = 50
     gop_cache: bool = True
     max_gop_bytes: int = 16 << 20
@@ -111,10 +117,11 @@ class Player:
 
 
 class _Group:
-    """Players that share one encoding (same message stream id, same kinds)."""
+    """Players that share one encoding (same message stream id, kinds and chunk size)."""
 
     __slots__ = (
         "awaiting_keyframe",
+        "chunk_size",
         "gop_bytes",
         "gop_pending",
         "kf_index",
@@ -127,9 +134,10 @@ class _Group:
         "stream_id",
     )
 
-    def __init__(self, stream_id: int, kinds: int) -> None:
+    def __init__(self, stream_id: int, kinds: int, chunk_size: int) -> None:
         self.stream_id = stream_id
         self.kinds = kinds
+        self.chunk_size = chunk_size
         self.live: dict[Player, Callable[[bytes], None]] = {}
         self.skipping: set[Player] = set()
         self.pending: list[bytes] = []
@@ -143,8 +151,8 @@ class _Group:
         self.start_cache: bytes | None = None
 
     @property
-    def key(self) -> tuple[int, int]:
-        return self.stream_id, self.kinds
+    def key(self) -> tuple[int, int, int]:
+        return self.stream_id, self.kinds, self.chunk_size
 
     def __len__(self) -> int:
         return len(self.live) + len(self.skipping)
@@ -158,7 +166,7 @@ class Stream:
         self.name = name
         self.clock = clock
         self.settings = settings
-        self.groups: dict[tuple[int, int], _Group] = {}
+        self.groups: dict[tuple[int, int, int], _Group] = {}
         self.gop: list[tuple[int, int, bytes]] = []
         self.gop_size = 0
         self.metadata: bytes | None = None  # "onMetaData" body, re-encoded
@@ -262,11 +270,12 @@ class Stream:
                     in_gop = True
         csid = _CSID[type_id]
         kind = _KIND_OF.get(type_id, 0)  # 0: data, for everyone
-        chunk_size = settings.chunk_size
         for group in self.groups.values():
             if kind and not group.kinds & kind:
                 continue
-            data = encode_message(csid, timestamp, type_id, group.stream_id, payload, chunk_size)
+            data = encode_message(
+                csid, timestamp, type_id, group.stream_id, payload, group.chunk_size
+            )
             if keyframe and group.kf_index < 0:
                 group.kf_index = len(group.pending)
                 group.kf_timestamp = timestamp
@@ -422,7 +431,7 @@ class Stream:
 
     def _gop_bytes(self, group: _Group) -> list[bytes]:
         if group.gop_bytes is None:
-            chunk_size = self.settings.chunk_size
+            chunk_size = group.chunk_size
             sid, kinds = group.stream_id, group.kinds
             group.gop_bytes = [
                 encode_message(_CSID[t], ts, t, sid, payload, chunk_size)
@@ -436,7 +445,7 @@ class Stream:
     ) -> bytes:
         """Metadata and the sequence headers of ``kinds`` (the group's), the
         media ones stamped ``ts``."""
-        chunk_size = self.settings.chunk_size
+        chunk_size = group.chunk_size
         sid = group.stream_id
         if kinds is None:
             kinds = group.kinds
@@ -445,18 +454,20 @@ class Stream:
             # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
             # time into a spurious data stream.
             parts.append(
-                encode_message(CSID_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size)
+                encode_message(
+                    CSID_RELAY_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size
+                )
             )
         if self.video_config is not None and kinds & VIDEO:
             parts.append(
                 encode_message(
-                    CSID_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
+                    CSID_RELAY_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
                 )
             )
         if self.audio_config is not None and kinds & AUDIO:
             parts.append(
                 encode_message(
-                    CSID_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
+                    CSID_RELAY_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
                 )
             )
         return b"".join(parts)
@@ -474,11 +485,16 @@ class Stream:
         write: Callable[[bytes], None] | None = None,
         kinds: int = BOTH,
         transport: Any = None,
+        chunk_size: int | None = None,
     ) -> Player:
         """Attach a player; ``write`` is best the transport's own bound method;
-        ``kinds`` what it receives (AUDIO, VIDEO or BOTH); with its asyncio
-        ``transport`` (plain TCP), large flushes go to its socket by sendfile."""
-        group = self._group(stream_id, kinds)
+        ``kinds`` what it receives (AUDIO, VIDEO or BOTH); ``chunk_size`` the
+        one its connection announced (what it will decode with; the
+        settings' when not given); with its asyncio ``transport`` (plain
+        TCP), large flushes go to its socket by sendfile."""
+        if chunk_size is None:
+            chunk_size = self.settings.chunk_size
+        group = self._group(stream_id, kinds, chunk_size)
         player = Player(sink, stream_id, group, write or sink.write)
         if transport is not None and self._sendfile:
             sock = transport.get_extra_info("socket")
@@ -494,10 +510,12 @@ class Stream:
         group.live[player] = player.write
         return player
 
-    def _group(self, stream_id: int, kinds: int) -> _Group:
-        group = self.groups.get((stream_id, kinds))
+    def _group(self, stream_id: int, kinds: int, chunk_size: int) -> _Group:
+        group = self.groups.get((stream_id, kinds, chunk_size))
         if group is None:
-            group = self.groups[stream_id, kinds] = _Group(stream_id, kinds)
+            group = self.groups[stream_id, kinds, chunk_size] = _Group(
+                stream_id, kinds, chunk_size
+            )
         return group
 
     def set_kinds(self, player: Player, kinds: int) -> None:
@@ -524,7 +542,7 @@ class Stream:
             old.skipping.discard(player)
             if not old:
                 del self.groups[old.key]
-            group = player.group = self._group(player.stream_id, kinds)
+            group = player.group = self._group(player.stream_id, kinds, old.chunk_size)
             video_on = kinds & ~old.kinds & VIDEO and self.video_config is not None
             if not live or video_on:
                 group.skipping.add(player)

@@ -10,6 +10,9 @@ __all__ = [
     "CSID_COMMAND",
     "CSID_CONTROL",
     "CSID_DATA",
+    "CSID_RELAY_AUDIO",
+    "CSID_RELAY_DATA",
+    "CSID_RELAY_VIDEO",
     "CSID_VIDEO",
     "MEDIA_TYPES",
     "MsgType",
@@ -82,6 +85,17 @@ CSID_COMMAND: Final = 3
 CSID_DATA: Final = 5
 CSID_AUDIO: Final = 6
 CSID_VIDEO: Final = 7
+
+# The chunk streams the relay writes to a player: shared encodings with
+# type-0 headers, put on the player's socket beside what its connection core
+# writes. A connection core never encodes on them (its header compression
+# would be decoded against the relay's last header, and the other way round),
+# and the relay never writes on the core's (CSID_CONTROL, CSID_COMMAND,
+# CSID_DATA). Media keeps the usual ids: no connection core sends media to
+# a player.
+CSID_RELAY_DATA: Final = 4
+CSID_RELAY_AUDIO: Final = CSID_AUDIO
+CSID_RELAY_VIDEO: Final = CSID_VIDEO
 
 _UC = struct.Struct(">HI")
 _UC_BUFFER = struct.Struct(">HII")

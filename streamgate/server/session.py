@@ -396,7 +396,11 @@ class RtmpSession(asyncio.Protocol):
         self._flush()  # Play.Start must precede the media the stream writes
         assert self.transport is not None
         kinds = self.receiving.get(sid, BOTH)
-        player = stream.add_player(self, sid, self.transport.write, kinds, self.transport)
+        # The chunk size this connection announced, whatever the stream was
+        # made with: a reload may have changed [rtmp] chunk_size in between.
+        player = stream.add_player(
+            self, sid, self.transport.write, kinds, self.transport, self.conn.chunk_size
+        )
         self.playing[sid] = (stream, player)
         if self.paused:  # the start bytes alone filled the socket: pause_writing came early
             stream.player_paused(player)
