@@ -1,1 +1,1 @@
-"""The benchmarks of issue #6 (``make bench``, ``make bench-quick``); see bench/README.md."""
+"""The benchmarks (``make bench``, ``make bench-quick``); see bench/README.md."""

@@ -1,4 +1,4 @@
-"""``python -m bench``: the benchmarks of issue #6 (``make bench`` / ``make bench-quick``).
+"""``python -m bench``: the benchmarks (``make bench`` / ``make bench-quick``).
 
 Outputs go to ``bench-results/`` (git-ignored): ``<stem>.md`` (the tables
 and the targets), ``<stem>.json`` (everything measured) and ``<stem>.png``

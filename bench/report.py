@@ -1,4 +1,4 @@
-"""Benchmark outputs: the targets of issue #6 checked, a Markdown table, JSON and a chart."""
+"""Benchmark outputs: the benchmark targets checked, a Markdown table, JSON and a chart."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _nginx_fanout(results: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of the issue: what was measured and whether it is met."""
+    """Each benchmark target: what was measured and whether it is met."""
     targets: list[dict[str, Any]] = []
 
     def add(name: str, goal: str, measured: str, met: bool | None, note: str = "") -> None:

@@ -1,4 +1,4 @@
-"""The benchmark scenarios of issue #6, each run against streamgate and nginx-rtmp edges.
+"""The benchmark scenarios, each run against streamgate and nginx-rtmp edges.
 
 Every scenario starts its own origin (streamgate, with its GOP cache) and
 publisher, then, one after the other, each edge under test pulling from that
