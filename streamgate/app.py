@@ -10,9 +10,10 @@ import signal
 import anyio
 
 from streamgate.api import ApiServer, start_api
-from streamgate.config import Settings, load_settings, parse_listen
+from streamgate.config import Settings, listen_addresses, load_settings, parse_listen
 from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
+from streamgate.server.binding import cannot_listen
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
 
@@ -22,9 +23,11 @@ log = logging.getLogger("streamgate")
 
 
 def _hints(settings: Settings, port: int, api_port: int | None = None) -> str:
-    host, _ = parse_listen(settings.rtmp.listen)
+    host = listen_addresses(settings.rtmp.listen)[0][0]
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint
         host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 address in a URL
     base = f"rtmp://{host}:{port}/live"
     api = ""
     if api_port is not None:
@@ -89,6 +92,8 @@ async def serve(
 ) -> None:
     """Serve until cancelled or SIGINT/SIGTERM; SIGHUP reloads the configuration."""
     loop = asyncio.get_running_loop()
+    for warning in settings.warnings():
+        log.warning("configuration: %s", warning)
     ctx = ServerContext.build(settings, loop)
     ctx.config_path = config_path
     server = RtmpServer(ctx)
@@ -96,9 +101,13 @@ async def serve(
     api: ApiServer | None = None
     demo: DemoSource | None = None
     try:
-        api = await start_api(  # None when [http] enabled = false
-            ctx, listening=lambda: server.serving, reload=functools.partial(reload, ctx)
-        )
+        try:
+            api = await start_api(  # None when [http] enabled = false
+                ctx, listening=lambda: server.serving, reload=functools.partial(reload, ctx)
+            )
+        except OSError as exc:
+            host, port = parse_listen(settings.http.listen)
+            raise cannot_listen("[http] listen", host, port, exc) from None
         if settings.demo.enabled and settings.mode == "origin":
             demo = await _start_demo(ctx)
         print(_hints(settings, server.port, api.port if api is not None else None), flush=True)

@@ -66,12 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamgate: invalid configuration:\n{exc.description}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        print(f"{args.config}: OK ({settings.mode} mode, RTMP on {settings.rtmp.listen})")
+        for warning in settings.warnings():
+            print(f"{args.config}: warning: {warning}", file=sys.stderr)
+        listen = settings.rtmp.listen
+        shown = listen if isinstance(listen, str) else ", ".join(listen)
+        print(f"{args.config}: OK ({settings.mode} mode, RTMP on {shown})")
         return 0
     setup_logging(settings.log.level, args.log_format or settings.log.format)
     from streamgate.app import run
 
-    run(settings, args.config)
+    try:
+        run(settings, args.config)
+    except ConfigError as exc:  # found while starting: a listen address that cannot be bound
+        print(f"streamgate: {exc.description}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "OriginSettings",
     "RtmpSettings",
     "Settings",
+    "listen_addresses",
     "load_keys",
     "load_settings",
     "parse_listen",
@@ -55,6 +56,19 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def listen_addresses(value: str | list[str]) -> list[tuple[str, int]]:
+    """A ``listen`` setting (one HOST:PORT or a list of them) -> [(host, port), ...]."""
+    items = [value] if isinstance(value, str) else value
+    return [parse_listen(item) for item in items]
+
+
+def _check_listen_value(value: str | list[str]) -> str | list[str]:
+    if not isinstance(value, str) and not value:
+        raise ValueError("expected HOST:PORT or a non-empty list of them")
+    listen_addresses(value)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -62,9 +76,12 @@ class _Section(BaseModel):
 class RtmpSettings(_Section):
     """The RTMP listener and what every connection may do."""
 
-    listen: str = Field(
+    listen: str | list[str] = Field(
         "127.0.0.1:1935",
-        description="Address and port the RTMP listener binds, HOST:PORT. Needs a restart.",
+        description=(
+            "Address and port the RTMP listener binds, HOST:PORT ([::1]:PORT for IPv6), or a "
+            'list of them (e.g. ["0.0.0.0:1935", "[::]:1935"]). Needs a restart.'
+        ),
     )
     backlog: int = Field(1024, ge=1, description="Listen backlog (accept queue length).")
     chunk_size: int = Field(
@@ -145,9 +162,8 @@ class RtmpSettings(_Section):
 
     @field_validator("listen")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
+    def _check_listen(cls, value: str | list[str]) -> str | list[str]:
+        return _check_listen_value(value)
 
 
 class OriginSettings(_Section):
@@ -486,6 +502,16 @@ class Settings(BaseSettings):
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but most likely not what was meant."""
+        found = []
+        if self.mode == "origin" and "edge" in self.model_fields_set:
+            found.append(
+                '[edge] is set but mode is "origin", so it is ignored: this runs as an '
+                'origin (set mode = "edge" to pull from [edge] origins)'
+            )
+        return found
 
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from streamgate.config import parse_listen
+from streamgate.server.binding import bind_listen
 from streamgate.server.context import ServerContext
 from streamgate.server.session import RtmpSession
 
@@ -20,33 +20,48 @@ class RtmpServer:
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def serving(self) -> bool:
         """Whether the RTMP listener accepts connections (for /readyz)."""
-        return self._server is not None and self._server.is_serving()
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        """The port of the first address bound (the one hints and tests use)."""
+        return self.addresses[0][1]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) bound, with the ports the kernel chose for port 0."""
+        return [
+            (str(name[0]), int(name[1]))
+            for server in self._servers
+            for name in (sock.getsockname() for sock in server.sockets)
+        ]
 
     async def start(self) -> None:
-        host, port = parse_listen(self.ctx.settings.rtmp.listen)
-        self._server = await self.ctx.loop.create_server(
+        """Bind every ``[rtmp] listen`` address; a failed bind is a ConfigError."""
+        settings = self.ctx.settings.rtmp
+        self._servers = await bind_listen(
+            self.ctx.loop,
             lambda: RtmpSession(self.ctx),
-            host,
-            port,
-            backlog=self.ctx.settings.rtmp.backlog,
-            reuse_address=True,
+            "[rtmp] listen",
+            settings.listen,
+            backlog=settings.backlog,
         )
         self._schedule_sweep()
         if self.ctx.edge is not None and self.ctx.edge.directory is not None:
             self.ctx.edge.directory.start(self.ctx.edge.clock.now)
-        log.info("RTMP listening on %s:%d", host, self.port)
+        for host, port in self.addresses:
+            log.info("RTMP listening on %s:%d", host, port)
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; connections already made go on."""
+        for server in self._servers:
+            server.close()
 
     def _schedule_sweep(self) -> None:
         self._sweeper = self.ctx.loop.call_later(1.0, self._sweep)
@@ -63,8 +78,8 @@ class RtmpServer:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         if self.ctx.edge is not None:
             self.ctx.edge.close()
         for stream in list(self.ctx.hub):
@@ -80,5 +95,5 @@ class RtmpServer:
         for session in list(self.ctx.sessions.values()):
             if session.transport is not None:
                 session.transport.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()

@@ -93,8 +93,7 @@ class ApiThread:
         assert srv.ctx is not None
 
         def listening() -> bool:
-            rtmp = srv.server._server if srv.server is not None else None
-            return rtmp is not None and rtmp.is_serving()
+            return srv.server is not None and srv.server.serving
 
         api = ApiServer(
             srv.ctx,

@@ -186,7 +186,7 @@ def test_a_lost_upstream_shows_as_reconnecting_or_backing_off() -> None:
                 def cut() -> None:
                     # Reconnects must fail: stop accepting, then drop the edge's link.
                     assert origin.server is not None and origin.ctx is not None
-                    origin.server._server.close()  # type: ignore[union-attr]
+                    origin.server.stop_accepting()
                     for session in list(origin.ctx.sessions.values()):
                         if session.role == "player" and session.transport is not None:
                             session.transport.abort()

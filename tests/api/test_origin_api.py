@@ -174,7 +174,7 @@ def test_origins_is_empty_on_an_origin_and_ready_while_listening() -> None:
         assert gw.get("/readyz").json() == {"mode": "origin", "listening": True, "ready": True}
         assert gw.get("/healthz").json()["status"] == "ok"
         srv = gw.srv
-        srv.call(lambda: srv.server._server.close())  # type: ignore[union-attr]
+        srv.call(lambda: srv.server.stop_accepting())  # type: ignore[union-attr]
         wait_for(lambda: gw.get("/readyz").status == 503, "not ready once not listening")
         assert gw.get("/readyz").json()["listening"] is False
         assert gw.get("/healthz").status == 200
