@@ -38,6 +38,7 @@ def _type(field: Any) -> str:
         text.replace("typing.", "")
         .replace("pydantic.types.SecretStr", "secret")
         .replace(" | None", " (optional)")
+        .replace(" | ", " or ")  # a bare | would split the Markdown table's cell
     )
 
 
