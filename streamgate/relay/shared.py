@@ -12,10 +12,12 @@ each flush is written to fresh pages at offset 0 and the file is truncated
 once every player was served. Truncation only drops the file's reference, the
 sockets keep theirs, so what a slow player's socket still queues stays intact.
 
-A player's socket is used directly only while its transport holds nothing
-unsent (so the order on the wire is kept) and is not closing (so its file
-descriptor is still its own); otherwise, and for what sendfile did not take,
-the transport's own ``write`` carries the bytes and its flow control applies.
+A player's socket is used directly only while its delivery says so
+(``Delivery.sendfile_ready``: its transport holds nothing unsent, so the
+order on the wire is kept, and is not closing, so its file descriptor is
+still its own); otherwise, and for what sendfile did not take, the
+delivery's ``write`` (the transport's own) carries the bytes and its flow
+control applies.
 """
 
 from __future__ import annotations

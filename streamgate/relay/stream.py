@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streamgate.relay.clock import Clock, TimerHandle, notify
+from streamgate.relay.delivery import Delivery, WriteOnly
 from streamgate.relay.shared import SENDFILE_MIN, SharedFile, sendfile_available
 from streamgate.rtmp import amf0
 from streamgate.rtmp.chunk import encode_message
@@ -101,19 +102,19 @@ class FanoutSettings:
 class Player:
     """A player attached to a stream (per-player state: keep it small)."""
 
-    __slots__ = ("fd", "group", "paused_since", "sink", "stream_id", "transport", "write")
+    __slots__ = ("fd", "group", "paused_since", "ready", "sink", "stream_id", "write")
 
     def __init__(
-        self, sink: PlayerSink, stream_id: int, group: _Group, write: Callable[[bytes], None]
+        self, sink: PlayerSink, stream_id: int, group: _Group, delivery: Delivery
     ) -> None:
         self.sink = sink
         self.stream_id = stream_id
         self.group = group
-        self.write = write
+        self.write = delivery.write
         self.paused_since: float | None = None
-        # A plain TCP transport's socket, for sendfile (-1: writes only).
-        self.transport: Any = None
+        # The socket large flushes go to by sendfile, when ``ready()`` (-1: writes only).
         self.fd = -1
+        self.ready = delivery.sendfile_ready
 
 
 class _Group:
@@ -347,20 +348,18 @@ class Stream:
         # write(), which moves that player out of ``live``.
         for player, write in tuple(group.live.items()):
             try:
-                # shared.size: 0 once the file was let go (a failure emptied the stream)
-                if shared is not None and shared.size and player.fd >= 0:
-                    transport = player.transport
-                    # Its own socket, nothing queued ahead: the wire order holds.
-                    if not transport.get_write_buffer_size() and not transport.is_closing():
-                        try:
-                            sent = sendfile(player.fd, shared.fd, 0, size)
-                        except OSError:  # full, or the peer is gone: the transport's
-                            sent = 0  # own write queues it or finds out and reports it
-                        self.bytes_sendfile += sent
-                        if sent < size:  # a view: congested players share one copy
-                            rest: Any = memoryview(data)[sent:] if sent else data
-                            write(rest)
-                        continue
+                # shared.size: 0 once the file was let go (a failure emptied the
+                # stream); ready(): nothing queued ahead, so the wire order holds.
+                if shared is not None and shared.size and player.fd >= 0 and player.ready():
+                    try:
+                        sent = sendfile(player.fd, shared.fd, 0, size)
+                    except OSError:  # full, or the peer is gone: the transport's
+                        sent = 0  # own write queues it or finds out and reports it
+                    self.bytes_sendfile += sent
+                    if sent < size:  # a view: congested players share one copy
+                        rest: Any = memoryview(data)[sent:] if sent else data
+                        write(rest)
+                    continue
                 write(data)
             except Exception:  # a transport that is already gone: lose only it
                 self._write_failed(player)
@@ -482,25 +481,22 @@ class Stream:
         self,
         sink: PlayerSink,
         stream_id: int,
-        write: Callable[[bytes], None] | None = None,
+        delivery: Delivery | None = None,
         kinds: int = BOTH,
-        transport: Any = None,
         chunk_size: int | None = None,
     ) -> Player:
-        """Attach a player; ``write`` is best the transport's own bound method;
-        ``kinds`` what it receives (AUDIO, VIDEO or BOTH); ``chunk_size`` the
-        one its connection announced (what it will decode with; the
-        settings' when not given); with its asyncio ``transport`` (plain
-        TCP), large flushes go to its socket by sendfile."""
+        """Attach a player; ``delivery`` is how its bytes reach it (the
+        server's; by default the sink's ``write``), ``kinds`` what it receives
+        (AUDIO, VIDEO or BOTH), ``chunk_size`` the one its connection
+        announced (what it decodes with; the settings' when not given)."""
         if chunk_size is None:
             chunk_size = self.settings.chunk_size
         group = self._group(stream_id, kinds, chunk_size)
-        player = Player(sink, stream_id, group, write or sink.write)
-        if transport is not None and self._sendfile:
-            sock = transport.get_extra_info("socket")
-            if sock is not None and transport.get_extra_info("sslcontext") is None:
-                player.transport = transport
-                player.fd = sock.fileno()
+        if delivery is None:
+            delivery = WriteOnly(sink.write)
+        player = Player(sink, stream_id, group, delivery)
+        if self._sendfile:
+            player.fd = delivery.sendfile_fd
         start = self._start_bytes(group)
         if start:
             player.write(start)

@@ -34,6 +34,7 @@ from streamgate.rtmp.events import (
     StreamClosed,
 )
 from streamgate.rtmp.messages import Status
+from streamgate.server.delivery import TransportDelivery
 
 if TYPE_CHECKING:
     from streamgate.server.context import ServerContext
@@ -399,7 +400,7 @@ class RtmpSession(asyncio.Protocol):
         # The chunk size this connection announced, whatever the stream was
         # made with: a reload may have changed [rtmp] chunk_size in between.
         player = stream.add_player(
-            self, sid, self.transport.write, kinds, self.transport, self.conn.chunk_size
+            self, sid, TransportDelivery(self.transport), kinds, self.conn.chunk_size
         )
         self.playing[sid] = (stream, player)
         if self.paused:  # the start bytes alone filled the socket: pause_writing came early

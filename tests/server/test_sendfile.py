@@ -20,6 +20,7 @@ from streamgate.relay.shared import sendfile_available
 from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.events import MediaReceived
 from streamgate.rtmp.messages import MsgType, Status
+from streamgate.server.delivery import TransportDelivery
 from tests.relay.sinks import RecordingPlayer
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import INTER, KEY
@@ -146,7 +147,7 @@ def test_a_reset_found_by_sendfile_is_left_to_the_transport_to_report() -> None:
         peer, _ = listener.accept()
         stream = Stream("live", "x", LoopClock(loop), FanoutSettings(merge_ms=0))
         sink = RecordingPlayer()
-        stream.add_player(sink, 1, transport.write, transport=transport)
+        stream.add_player(sink, 1, TransportDelivery(transport))
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         peer.close()  # RST, and this loop does not run before the send below
         listener.close()
@@ -177,9 +178,9 @@ def test_a_failure_mid_flush_still_lets_the_pages_go_and_the_last_leaver_frees_t
         peer, _ = listener.accept()
         listener.close()
         stream = Stream("live", "x", LoopClock(loop), FanoutSettings(merge_ms=0))
-        good = stream.add_player(RecordingPlayer(), 1, transport.write, transport=transport)
+        good = stream.add_player(RecordingPlayer(), 1, TransportDelivery(transport))
         bad = Failing()
-        stream.add_player(bad, 1, bad.write)
+        stream.add_player(bad, 1)
         with pytest.raises(RuntimeError):
             stream.on_media(MsgType.VIDEO, 0, frame(0))  # merge_ms=0: flushed at once
         shared = stream._shared
