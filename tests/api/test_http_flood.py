@@ -12,10 +12,11 @@ import http.client
 import socket
 import threading
 import time
+from pathlib import Path
 
 from streamgate.api.http import HttpServer
 from tests.api.harness import ApiThread, wait_for
-from tests.api.test_http import read_until_closed, statuses
+from tests.api.test_http import HEALTHZ, read_until_closed, statuses
 
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: "
 
@@ -214,3 +215,27 @@ def test_at_the_cap_the_longest_waiting_slow_head_gives_up_its_slot() -> None:
             for sock in slow:
                 sock.close()
         assert gw.srv.call(lambda: api.http.counters["evicted"]) == 1
+
+
+def test_a_reload_applies_new_limits_to_new_connections(tmp_path: Path) -> None:
+    conf = tmp_path / "streamgate.toml"
+    conf.write_text(
+        '[rtmp]\nlisten = "127.0.0.1:0"\n'
+        '[http]\nlisten = "127.0.0.1:0"\nmax_connections_per_ip = 1\n'
+    )
+    with ApiThread(reloadable=True) as gw:
+        api = gw.api
+        assert api is not None
+        srv = gw.srv
+        with gw.raw() as first, gw.raw() as second:  # two from one address: allowed
+            for sock in (first, second):
+                sock.sendall(HEALTHZ)
+                assert statuses(sock.recv(65536)) == [200]
+        srv.call(lambda: setattr(srv.ctx, "config_path", str(conf)))
+        assert gw.request("POST", "/api/v1/reload").status == 200
+        with gw.raw() as first:
+            first.sendall(HEALTHZ)
+            assert statuses(first.recv(65536)) == [200]
+            with gw.raw() as second:  # now one too many
+                assert statuses(read_until_closed(second)) == [503]
+        assert srv.call(lambda: api.http.counters["rejected_per_ip"]) == 1
