@@ -426,12 +426,95 @@ class HttpSettings(_Section):
             "and /metrics stay open. Unset: no token."
         ),
     )
+    health_listen: str | None = Field(
+        None,
+        description=(
+            "A second, small listener, HOST:PORT, that serves only /healthz, /readyz and "
+            "/metrics, with its own connection caps: probes and scrapes pointed at it are "
+            "answered whatever clients of the main API port do. Unset: none. Changing it "
+            "takes effect after a restart."
+        ),
+    )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description=(
+            "HTTP connections at once, per listener. At the cap a new connection takes the "
+            "place of the one that has waited longest without sending a whole request head "
+            "(a slow or idle client, answered 503 or closed); when every connection is past "
+            "its head, the new one is answered 503."
+        ),
+    )
+    max_connections_per_ip: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description=(
+            "HTTP connections at once from one IP address; one more is answered 503 at once "
+            "and displaces nobody. Behind a reverse proxy all clients share its address."
+        ),
+    )
+    header_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds a client has to send a whole request line and headers, counted from "
+            "the connection (or, on a kept-alive connection, from the first byte of the "
+            "next request), however the bytes trickle in; then 408 and closed."
+        ),
+    )
+    body_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds a client has to send a request body once its head is in; then 408 "
+            "and closed. No request is acted on before its whole body is read."
+        ),
+    )
+    keepalive_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a kept-alive connection may stay idle between requests.",
+    )
+    max_header_bytes: int = Field(
+        16384,
+        ge=1024,
+        le=1 << 20,
+        description="Bytes of request line plus headers; more is answered 431.",
+    )
+    max_body_bytes: int = Field(
+        65536,
+        ge=0,
+        le=1 << 24,
+        description=(
+            "Bytes of request body read (and discarded: no endpoint takes one). A larger "
+            "Content-Length is answered 413 before anything is done; a chunked body, whose "
+            "size is not known in advance, is answered 411."
+        ),
+    )
+    max_requests_per_connection: int = Field(
+        100,
+        ge=1,
+        description="Requests on one kept-alive connection; the last answer says close.",
+    )
 
-    @field_validator("listen")
+    @field_validator("listen", "health_listen")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
-        parse_listen(value)
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_health_listen(self) -> HttpSettings:
+        health = self.health_listen
+        if health is not None and health == self.listen and parse_listen(health)[1] != 0:
+            raise ValueError("health_listen must differ from listen (it is a second listener)")
+        return self
 
 
 class DemoSettings(_Section):

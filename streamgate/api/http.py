@@ -1,14 +1,29 @@
 """A small, bounded HTTP/1.1 server on asyncio, driven by h11 (sans-IO).
 
 The protocol adapter only relays, as the RTMP session does: bytes go into the
-h11 connection, its events come out, a synchronous handler turns each request
-into a :class:`Response`, and the bytes h11 renders go to the transport.
+h11 connection, its events come out, a synchronous handler turns each whole
+request into a :class:`Response`, and the bytes h11 renders go to the transport.
 Handlers run on the event loop, so they may read the gateway's state directly.
 
-Bounds, per :class:`HttpLimits`: request line plus headers, body bytes, the
-time a client has to send one request (idle keep-alive included), requests
-per connection and concurrent connections. Whatever a client does wrong ends
-only its own connection, with a JSON error where one can still be sent.
+A connection is in one phase at a time, each with its own deadline (one timer,
+re-armed on a phase change, never per byte):
+
+=========  ==========================================  ======================
+phase      waiting for                                 deadline
+=========  ==========================================  ======================
+``head``   the whole request line and headers          ``header_timeout``
+``body``   the whole body (after a head that has one)  ``body_timeout``
+``idle``   the first byte of the next request          ``keepalive_timeout``
+=========  ==========================================  ======================
+
+A request is handed to the handler only once it has been read whole and found
+well framed, so a lying or unfinished body makes nothing happen. Bounds, per
+:class:`HttpLimits`: head and body bytes, the three deadlines, requests per
+connection, and connections in all and per IP address. At the global cap a new
+connection takes the slot of the one that has waited longest in ``head`` or
+``idle`` (slow-header clients sort first), so a trickle of slow heads cannot keep
+health checks out. Whatever a client does wrong ends only its own connection,
+with a JSON error where one can still be sent.
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import h11
 
@@ -42,17 +57,25 @@ JSON = "application/json"
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """What one HTTP client may cost the gateway."""
+    """What one HTTP client may cost the gateway (``[http]`` settings of the same names)."""
 
     max_connections: int = 64
-    """Concurrent connections; one more is answered 503 and closed."""
+    """Concurrent connections; at the cap the longest-waiting one without a whole request
+    head gives up its slot, and with none such the new one is answered 503."""
+    max_connections_per_ip: int = 16
+    """Concurrent connections from one address; one more is answered 503."""
+    header_timeout: float = 5.0
+    """Seconds for the whole request head, from the connection (or the first byte of the
+    next request on a kept-alive one); then 408, or a silent close if nothing came."""
+    body_timeout: float = 10.0
+    """Seconds for the whole body once the head is in; then 408."""
+    keepalive_timeout: float = 10.0
+    """Seconds a kept-alive connection may sit idle between requests; then closed."""
     max_header_bytes: int = 16384
     """Request line plus headers; more is answered 431 (h11's incomplete-event bound)."""
     max_body_bytes: int = 65536
-    """Request body bytes read (and ignored: no endpoint takes a body); more closes."""
-    read_timeout: float = 10.0
-    """Seconds a client has to send a whole request, counted from the connection or the
-    previous response (so it bounds idle keep-alive too); then 408 or a silent close."""
+    """Request body bytes read (and ignored: no endpoint takes a body). A larger
+    Content-Length is answered 413; a chunked body (size unknown up front) 411."""
     max_requests_per_connection: int = 100
     """Keep-alive cap: the last response carries ``Connection: close``."""
     backlog: int = 128
@@ -104,9 +127,9 @@ def error_response(
     )
 
 
-def _busy_bytes() -> bytes:
-    """The whole 503 sent to a connection over the cap (rendered once, no h11 state)."""
-    body = error_response(503, "too many HTTP connections; try again later").body
+def _busy_bytes(message: str) -> bytes:
+    """A whole 503 for a connection the server will not serve (rendered once, no h11)."""
+    body = error_response(503, message).body
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         f"content-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
@@ -115,23 +138,48 @@ def _busy_bytes() -> bytes:
     return head.encode("ascii") + body
 
 
-_BUSY = _busy_bytes()
+_BUSY = _busy_bytes("too many HTTP connections; try again later")
+_BUSY_IP = _busy_bytes("too many HTTP connections from your address; try again later")
+_EVICTED = _busy_bytes("the server is busy and this request was too slow to arrive")
 _MAX_REASON = 120
+
+Phase = Literal["head", "body", "idle"]
 
 
 class HttpServer:
-    """Listens, admits at most ``limits.max_connections`` and serves them with ``handler``."""
+    """Listens, admits connections within the caps and serves them with ``handler``.
+
+    ``limits`` is fixed, or a callable read as each connection arrives (so a
+    configuration reload applies to new connections). ``counters`` may be
+    shared by several servers (the main and the health listener).
+    """
 
     def __init__(
-        self, handler: Handler, limits: HttpLimits, loop: asyncio.AbstractEventLoop
+        self,
+        handler: Handler,
+        limits: HttpLimits | Callable[[], HttpLimits],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.handler = handler
-        self.limits = limits
+        self._limits = limits
         self.loop = loop
         self.connections: set[HttpConnection] = set()
-        # Outcomes for metrics: "status:<code>", "rejected_busy", "timeouts", "bad_requests".
-        self.counters: Counter[str] = Counter()
+        # Outcomes for metrics: "status:<code>", "rejected_busy" (either cap),
+        # "rejected_per_ip", "evicted", "timeouts", "bad_requests".
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        # Admitted connections without a whole request head (phases head and
+        # idle), oldest wait first: the eviction order at the cap. A dict keeps
+        # insertion order and moves and removes in O(1).
+        self._waiting: dict[HttpConnection, None] = {}
+        self._per_ip: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
+
+    @property
+    def limits(self) -> HttpLimits:
+        """The limits in force for a connection arriving now."""
+        return self._limits if isinstance(self._limits, HttpLimits) else self._limits()
 
     @property
     def port(self) -> int:
@@ -163,15 +211,45 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def admit(self, conn: HttpConnection) -> bool:
-        if len(self.connections) >= self.limits.max_connections:
+    def admit(self, conn: HttpConnection) -> bytes | None:
+        """Take ``conn`` in, or return the 503 to send it instead.
+
+        The per-address cap goes first, so an address at its cap displaces
+        nobody. At the global cap the longest-waiting connection without a
+        whole request head is evicted: a slow-header flood then only churns
+        its own connections, and a client that sends its request at once
+        (a health probe) gets in and is served.
+        """
+        limits = conn.limits
+        if self._per_ip[conn.peer] >= limits.max_connections_per_ip:
             self.counters["rejected_busy"] += 1
-            return False
+            self.counters["rejected_per_ip"] += 1
+            return _BUSY_IP
+        while len(self.connections) >= limits.max_connections:
+            victim = next(iter(self._waiting), None)
+            if victim is None:
+                self.counters["rejected_busy"] += 1
+                return _BUSY
+            self.counters["evicted"] += 1
+            victim.evict()
         self.connections.add(conn)
-        return True
+        self._per_ip[conn.peer] += 1
+        return None
+
+    def waiting(self, conn: HttpConnection, waiting: bool) -> None:
+        """``conn`` starts (to the back of the eviction order) or stops waiting."""
+        self._waiting.pop(conn, None)
+        if waiting and conn in self.connections:
+            self._waiting[conn] = None
 
     def forget(self, conn: HttpConnection) -> None:
-        self.connections.discard(conn)
+        """``conn`` no longer holds a slot (idempotent)."""
+        self._waiting.pop(conn, None)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._per_ip[conn.peer] -= 1
+            if self._per_ip[conn.peer] <= 0:
+                del self._per_ip[conn.peer]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -179,13 +257,16 @@ class HttpConnection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.limits = server.limits
+        self.limits = server.limits  # fixed for the connection's life
         self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
+            h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
         )
         self.transport: asyncio.Transport | None = None
+        self.peer = ""
         self.closed = False
         self.requests = 0
+        self.phase: Phase = "head"
+        self._request: Request | None = None  # the head, while its body is read
         self._method = b""
         self._body_bytes = 0
         self._got_bytes = False  # part of a request arrived in this cycle
@@ -203,16 +284,21 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        if not self.server.admit(self):
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        refusal = self.server.admit(self)
+        if refusal is not None:
             self.closed = True
-            self.transport.write(_BUSY)
+            self.transport.write(refusal)
             self.transport.close()
             return
-        self._arm_timer()
+        self._enter("head")
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.phase == "idle":
+            self._enter("head")  # the next request began: its head deadline runs from now
         self._got_bytes = True
         self.h11.receive_data(data)
         self._process()
@@ -253,21 +339,23 @@ class HttpConnection(asyncio.Protocol):
             if event is h11.NEED_DATA:
                 return
             if isinstance(event, h11.Request):
-                self._on_request(event)
+                self._on_head(event)
             elif isinstance(event, h11.Data):
                 self._body_bytes += len(event.data)
-                if self._body_bytes > self.limits.max_body_bytes:
-                    log.info(
-                        "http: request body over %d bytes; closing", self.limits.max_body_bytes
+                if self._body_bytes > self.limits.max_body_bytes:  # h11 enforces the length
+                    self._refuse(
+                        413, f"the request body is over {self.limits.max_body_bytes} bytes"
                     )
-                    self.abort()
-                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
             elif isinstance(event, h11.ConnectionClosed):
                 self.close()
                 return
-            # The answer went out with the request head, so once the request is
-            # over (EndOfMessage) both sides are done: start the next exchange
-            # now, so the read timeout counts idle keep-alive from here.
+            if self.closed:
+                return
+            # The answer is out once the request is over (EndOfMessage), so both
+            # sides are done: start the next exchange now, so the keep-alive
+            # deadline counts from here.
             if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                 self._next_cycle()
                 if conn.trailing_data[0]:
@@ -293,16 +381,45 @@ class HttpConnection(asyncio.Protocol):
             self.transport.resume_reading()
         self._process()
 
-    def _on_request(self, event: h11.Request) -> None:
-        # No endpoint takes a body, so the answer goes out as soon as the head is
-        # in; a body (or a client waiting for 100-continue) is then read and dropped.
+    def _on_head(self, event: h11.Request) -> None:
+        """Check the framing of a new request; nothing is acted on until its end."""
         self.requests += 1
         self._method = event.method
-        request = Request(
+        self._request = Request(
             event.method.decode("ascii", "replace"),
             event.target.decode("ascii", "replace"),
             tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers),
         )
+        # h11 has validated the framing headers (one numeric Content-Length, or
+        # Transfer-Encoding: chunked, never both): only their values are judged here.
+        length = 0
+        for name, value in event.headers:
+            if name == b"transfer-encoding":
+                # The size of a chunked body is known only as it arrives, and a
+                # lying chunk size could hold the request open: no endpoint takes
+                # a body, so ask for a Content-Length instead of reading it.
+                self._refuse(411, "chunked request bodies are not accepted; send Content-Length")
+                return
+            if name == b"content-length":
+                length = int(value)
+        if length > self.limits.max_body_bytes:
+            self._refuse(413, f"the request body is over {self.limits.max_body_bytes} bytes")
+            return
+        if length == 0:  # EndOfMessage comes next, from what is already in
+            self.server.waiting(self, False)
+            return
+        self._enter("body")
+        if self.h11.they_are_waiting_for_100_continue and self.transport is not None:
+            self.transport.write(
+                self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+
+    def _dispatch(self) -> None:
+        """The whole request is in and well framed: answer it."""
+        request, self._request = self._request, None
+        if request is None:  # h11 yields EndOfMessage only after a Request
+            self.abort()
+            return
         try:
             response = self.server.handler(request)
         except Exception:
@@ -315,8 +432,19 @@ class HttpConnection(asyncio.Protocol):
         self.h11.start_next_cycle()
         self._body_bytes = 0
         self._method = b""
+        self._request = None
         self._got_bytes = bool(self.h11.trailing_data[0])  # pipelined bytes: a request began
-        self._arm_timer()
+        self._enter("head" if self._got_bytes else "idle")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request that will not be served, and close: what follows its head
+        cannot be trusted to frame a next request."""
+        self.server.counters["bad_requests"] += 1
+        log.info("http: %d %s; closing", status, message)
+        self._request = None
+        self._send(error_response(status, message), close=True)
+        if not self.closed:
+            self.abort()
 
     def _bad_request(self, exc: h11.RemoteProtocolError) -> None:
         self.server.counters["bad_requests"] += 1
@@ -324,7 +452,20 @@ class HttpConnection(asyncio.Protocol):
         # h11 may quote what the client sent: keep it short in the log and the answer.
         reason = str(exc)[:_MAX_REASON]
         log.info("http: bad request (%s); closing", reason)
+        self._request = None
         self._send(error_response(status, f"bad request: {reason}"), close=True)
+
+    def evict(self) -> None:
+        """Give up this connection's slot to a newcomer (see :meth:`HttpServer.admit`)."""
+        self.server.forget(self)
+        if self._got_bytes or self.requests == 0:
+            self.closed = True
+            self._cancel_timer()
+            if self.transport is not None:
+                self.transport.write(_EVICTED)
+                self.transport.close()
+        else:  # idle keep-alive: closing it is what its client expects sooner or later
+            self.abort()
 
     # ------------------------------------------------------------ output
 
@@ -366,9 +507,21 @@ class HttpConnection(asyncio.Protocol):
         if self.h11.our_state is h11.MUST_CLOSE:  # re-read: sending moved the state on
             self.close()
 
-    def _arm_timer(self) -> None:
+    # ------------------------------------------------------------ deadlines
+
+    def _enter(self, phase: Phase) -> None:
+        """Start ``phase``: its deadline runs from now, and the head and idle phases
+        queue the connection (at the back) for eviction at the cap."""
+        self.phase = phase
+        self.server.waiting(self, phase != "body")
+        limits = self.limits
+        timeout = {
+            "head": limits.header_timeout,
+            "body": limits.body_timeout,
+            "idle": limits.keepalive_timeout,
+        }[phase]
         self._cancel_timer()
-        self._timer = self.server.loop.call_later(self.limits.read_timeout, self._timed_out)
+        self._timer = self.server.loop.call_later(timeout, self._timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -380,11 +533,16 @@ class HttpConnection(asyncio.Protocol):
         if self.closed:
             return
         self.server.counters["timeouts"] += 1
-        if self._got_bytes and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            log.info("http: request not received within %g s; closing", self.limits.read_timeout)
-            self._send(error_response(408, "request not received in time"), close=True)
-            return  # _send closes once the 408 is flushed
-        self.abort()
+        if self.phase == "idle" or not self._got_bytes:
+            self.abort()  # nothing of a request came: nobody to answer
+            return
+        what, seconds = (
+            ("request head", self.limits.header_timeout)
+            if self.phase == "head"
+            else ("request body", self.limits.body_timeout)
+        )
+        log.info("http: %s not received within %g s; closing", what, seconds)
+        self._send(error_response(408, f"{what} not received in time"), close=True)
 
     def close(self) -> None:
         """Close after what was written has been sent."""

@@ -490,8 +490,13 @@ class StreamgateCollector:
             )
             yield CounterMetricFamily(
                 "streamgate_http_connections_rejected",
-                "HTTP connections refused (503) because the connection cap was reached.",
+                "HTTP connections refused (503) at the global or the per-address cap.",
                 value=http.counters.get("rejected_busy", 0),
+            )
+            yield CounterMetricFamily(
+                "streamgate_http_connections_evicted",
+                "HTTP connections closed at the cap to admit a newcomer (slow or idle ones).",
+                value=http.counters.get("evicted", 0),
             )
             yield CounterMetricFamily(
                 "streamgate_http_timeouts",

@@ -4,6 +4,11 @@ It runs on the loop that owns the gateway's state, so every endpoint and
 every scrape reads that state directly, with no locks and no copies; the
 only writes are the DELETE actions. :func:`start_api` is what ``app.serve()``
 calls; :meth:`ApiServer.close` goes before the RTMP listener's close.
+
+With ``[http] health_listen`` set, a second :class:`HttpServer` serves only
+/healthz, /readyz and /metrics with connection caps of its own: an orchestrator
+pointed at it is answered whatever crowds the main port. The limits of both come
+from ``[http]`` and are re-read for each new connection, so a reload applies them.
 """
 
 from __future__ import annotations
@@ -18,14 +23,31 @@ from streamgate.api.http import HttpLimits, HttpServer
 from streamgate.api.metrics import DEFAULT_STREAM_SERIES, LoopLagMonitor, StreamgateCollector
 from streamgate.api.routes import ApiContext, build_routes
 from streamgate.api.routing import Router
-from streamgate.config import parse_listen
+from streamgate.config import HttpSettings, parse_listen
 
 if TYPE_CHECKING:
     from streamgate.server.context import ServerContext
 
-__all__ = ["ApiServer", "start_api"]
+__all__ = ["ApiServer", "http_limits", "start_api"]
 
 log = logging.getLogger("streamgate.api")
+
+# What the health listener serves: probes and scrapes, nothing that changes state.
+_HEALTH_PATHS = frozenset({("healthz",), ("readyz",), ("metrics",)})
+
+
+def http_limits(http: HttpSettings) -> HttpLimits:
+    """The ``[http]`` settings as the server's limits."""
+    return HttpLimits(
+        max_connections=http.max_connections,
+        max_connections_per_ip=http.max_connections_per_ip,
+        header_timeout=http.header_timeout,
+        body_timeout=http.body_timeout,
+        keepalive_timeout=http.keepalive_timeout,
+        max_header_bytes=http.max_header_bytes,
+        max_body_bytes=http.max_body_bytes,
+        max_requests_per_connection=http.max_requests_per_connection,
+    )
 
 
 class ApiServer:
@@ -33,6 +55,7 @@ class ApiServer:
 
     ``listening`` tells /readyz whether the RTMP listener is serving;
     ``reload`` (``functools.partial(app.reload, ctx)``) backs ``POST /api/v1/reload``.
+    ``limits``, when given, replaces the ``[http]`` ones (tests).
     """
 
     def __init__(
@@ -49,8 +72,21 @@ class ApiServer:
         self.lag = LoopLagMonitor(ctx.loop, lag_interval)
         self.registry = CollectorRegistry()
         self.api = ApiContext(ctx, listening, self.registry, reload)
-        router = Router(build_routes(self.api), token=self._token)
-        self.http = HttpServer(router, limits or HttpLimits(), ctx.loop)
+        routes = build_routes(self.api)
+        router = Router(routes, token=self._token)
+        self._settings_limits: tuple[HttpSettings, HttpLimits] | None = None
+        self._limits = limits if limits is not None else self._limits_from_settings
+        self.http = HttpServer(router, self._limits, ctx.loop)
+        # Shares the counters, so /metrics counts its answers with the main port's.
+        self.health: HttpServer | None = None
+        if ctx.settings.http.health_listen is not None:
+            health_routes = [route for route in routes if route.pattern in _HEALTH_PATHS]
+            self.health = HttpServer(
+                Router(health_routes, token=self._token, protected=()),
+                self._limits,
+                ctx.loop,
+                counters=self.http.counters,
+            )
         self.registry.register(
             StreamgateCollector(
                 ctx,
@@ -64,6 +100,13 @@ class ApiServer:
         # process_* series (CPU, memory, fds, start time) under our prefix.
         ProcessCollector(namespace="streamgate", registry=self.registry)
 
+    def _limits_from_settings(self) -> HttpLimits:
+        # Built once per settings object: a reload replaces the object.
+        http = self.ctx.settings.http
+        if self._settings_limits is None or self._settings_limits[0] is not http:
+            self._settings_limits = (http, http_limits(http))
+        return self._settings_limits[1]
+
     def _token(self) -> str | None:
         # Read from the live settings: a configuration reload replaces them.
         token = self.ctx.settings.http.token
@@ -74,10 +117,24 @@ class ApiServer:
         """The bound port (after :meth:`start`)."""
         return self.http.port
 
+    @property
+    def health_port(self) -> int | None:
+        """The health listener's bound port, if there is one (after :meth:`start`)."""
+        return self.health.port if self.health is not None else None
+
     async def start(self) -> None:
-        """Bind ``[http] listen`` and start sampling event-loop lag."""
-        host, port = parse_listen(self.ctx.settings.http.listen)
+        """Bind ``[http] listen`` (and ``health_listen``) and start sampling event-loop lag."""
+        settings = self.ctx.settings.http
+        host, port = parse_listen(settings.listen)
         await self.http.start(host, port)
+        if self.health is not None and settings.health_listen is not None:
+            health_host, health_port = parse_listen(settings.health_listen)
+            try:
+                await self.health.start(health_host, health_port)
+            except BaseException:
+                await self.http.close()
+                raise
+            log.info("health checks and metrics also on %s:%d", health_host, self.health.port)
         self.lag.start()
         auth = "no token" if self._token() is None else "bearer token required on /api"
         log.info("HTTP API listening on %s:%d (%s)", host, self.port, auth)
@@ -85,6 +142,8 @@ class ApiServer:
     async def close(self) -> None:
         """Stop listening, drop HTTP connections, stop the lag timer."""
         self.lag.stop()
+        if self.health is not None:
+            await self.health.close()
         await self.http.close()
 
 

@@ -110,12 +110,12 @@ def test_oversized_body_closes_the_connection() -> None:
                 + b"x" * 2000
             )
             data = read_until_closed(sock)
-        assert statuses(data) == [404]  # answered on the head, then cut off
+        assert statuses(data) == [413]  # refused on the head, never dispatched
         assert_still_serving(gw)
 
 
 def test_slowloris_is_closed_after_the_read_timeout() -> None:
-    with ApiThread(http_limits=HttpLimits(read_timeout=0.5)) as gw:
+    with ApiThread(http_limits=HttpLimits(header_timeout=0.5)) as gw:
         with gw.raw() as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
             closed_by_server = False
@@ -138,7 +138,7 @@ def test_slowloris_is_closed_after_the_read_timeout() -> None:
 
 
 def test_idle_keep_alive_is_closed_silently() -> None:
-    with ApiThread(http_limits=HttpLimits(read_timeout=0.3)) as gw:
+    with ApiThread(http_limits=HttpLimits(keepalive_timeout=0.3)) as gw:
         with gw.raw() as sock:
             sock.sendall(HEALTHZ)
             data = read_until_closed(sock)  # the response, then the idle close
@@ -147,15 +147,22 @@ def test_idle_keep_alive_is_closed_silently() -> None:
 
 
 def test_connections_beyond_the_cap_get_503_and_only_they_close() -> None:
+    """At the cap with every connection past its request head (none may be evicted
+    for a newcomer), newcomers get 503 and the admitted ones are untouched."""
     limits = HttpLimits(max_connections=3)
     with ApiThread(http_limits=limits) as gw:
         api = gw.api
         assert api is not None
         held = [gw.raw() for _ in range(3)]
         try:
+            for sock in held:  # a head whose one-byte body is still to come
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n")
             wait_for(
-                lambda: gw.srv.call(lambda: len(api.http.connections)) == 3,
-                "three HTTP connections admitted",
+                lambda: (
+                    gw.srv.call(lambda: sorted(c.phase for c in api.http.connections))
+                    == ["body"] * 3
+                ),
+                "three HTTP connections admitted, reading their bodies",
             )
             for _ in range(5):
                 with gw.raw() as extra:
@@ -163,6 +170,8 @@ def test_connections_beyond_the_cap_get_503_and_only_they_close() -> None:
                 assert statuses(data) == [503]
                 assert b"retry-after: 1" in data.lower()
             for sock in held:  # the admitted ones are untouched
+                sock.sendall(b"x")
+                assert statuses(sock.recv(65536)) == [200]
                 sock.sendall(HEALTHZ)
                 assert statuses(sock.recv(65536)) == [200]
         finally:
@@ -180,7 +189,9 @@ def test_connections_beyond_the_cap_get_503_and_only_they_close() -> None:
 def test_a_client_that_never_reads_is_not_read_from() -> None:
     """Pipelined requests from a client that reads nothing stop being processed once
     its responses back up; the server stays responsive to everyone else."""
-    limits = HttpLimits(max_requests_per_connection=1_000_000, read_timeout=60)
+    limits = HttpLimits(
+        max_requests_per_connection=1_000_000, header_timeout=60, keepalive_timeout=60
+    )
     with ApiThread(http_limits=limits) as gw:
         api = gw.api
         assert api is not None
