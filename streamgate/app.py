@@ -10,10 +10,9 @@ import signal
 import anyio
 
 from streamgate.api import ApiServer, start_api
-from streamgate.config import Settings, listen_addresses, load_settings, parse_listen
+from streamgate.config import Settings, listen_addresses, load_settings
 from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
-from streamgate.server.binding import cannot_listen
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
 
@@ -31,7 +30,10 @@ def _hints(settings: Settings, port: int, api_port: int | None = None) -> str:
     base = f"rtmp://{host}:{port}/live"
     api = ""
     if api_port is not None:
-        http = f"http://{parse_listen(settings.http.listen)[0]}:{api_port}"
+        http_host = listen_addresses(settings.http.listen)[0][0]
+        if ":" in http_host:
+            http_host = f"[{http_host}]"
+        http = f"http://{http_host}:{api_port}"
         api = f"\n  api:     curl {http}/api/v1/streams   metrics: curl {http}/metrics"
     if settings.mode == "edge":
         return (
@@ -101,13 +103,9 @@ async def serve(
     api: ApiServer | None = None
     demo: DemoSource | None = None
     try:
-        try:
-            api = await start_api(  # None when [http] enabled = false
-                ctx, listening=lambda: server.serving, reload=functools.partial(reload, ctx)
-            )
-        except OSError as exc:
-            host, port = parse_listen(settings.http.listen)
-            raise cannot_listen("[http] listen", host, port, exc) from None
+        api = await start_api(  # None when [http] enabled = false
+            ctx, listening=lambda: server.serving, reload=functools.partial(reload, ctx)
+        )
         if settings.demo.enabled and settings.mode == "origin":
             demo = await _start_demo(ctx)
         print(_hints(settings, server.port, api.port if api is not None else None), flush=True)

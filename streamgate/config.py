@@ -415,9 +415,12 @@ class HttpSettings(_Section):
     """The HTTP API and Prometheus metrics."""
 
     enabled: bool = Field(True, description="Serve the HTTP API, /metrics and health checks.")
-    listen: str = Field(
+    listen: str | list[str] = Field(
         "127.0.0.1:8080",
-        description="Address and port of the HTTP API, HOST:PORT (loopback by default).",
+        description=(
+            "Address and port of the HTTP API, HOST:PORT (loopback by default), or a list "
+            "of them. Needs a restart."
+        ),
     )
     token: SecretStr | None = Field(
         None,
@@ -426,13 +429,13 @@ class HttpSettings(_Section):
             "and /metrics stay open. Unset: no token."
         ),
     )
-    health_listen: str | None = Field(
+    health_listen: str | list[str] | None = Field(
         None,
         description=(
-            "A second, small listener, HOST:PORT, that serves only /healthz, /readyz and "
-            "/metrics, with its own connection caps: probes and scrapes pointed at it are "
-            "answered whatever clients of the main API port do. Unset: none. Changing it "
-            "takes effect after a restart."
+            "A second, small listener, HOST:PORT (or a list), that serves only /healthz, "
+            "/readyz and /metrics, with its own connection caps: probes and scrapes "
+            "pointed at it are answered whatever clients of the main API port do. "
+            "Unset: none. Changing it takes effect after a restart."
         ),
     )
     max_connections: int = Field(
@@ -504,15 +507,15 @@ class HttpSettings(_Section):
 
     @field_validator("listen", "health_listen")
     @classmethod
-    def _check_listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_listen(value)
-        return value
+    def _check_listen(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return None if value is None else _check_listen_value(value)
 
     @model_validator(mode="after")
     def _check_health_listen(self) -> HttpSettings:
-        health = self.health_listen
-        if health is not None and health == self.listen and parse_listen(health)[1] != 0:
+        if self.health_listen is None:
+            return self
+        main = {a for a in listen_addresses(self.listen) if a[1] != 0}
+        if main & set(listen_addresses(self.health_listen)):
             raise ValueError("health_listen must differ from listen (it is a second listener)")
         return self
 

@@ -141,3 +141,36 @@ def test_a_list_with_a_taken_address_binds_nothing() -> None:
 def test_bad_listen_values_are_config_errors(value: object) -> None:
     with pytest.raises(ConfigError, match=r"\[rtmp\] listen"):
         load_settings(None, rtmp={"listen": value})
+
+
+def test_http_listens_on_every_address_of_a_list() -> None:
+    import urllib.request
+
+    from streamgate.api import start_api
+
+    settings = load_settings(None, http={"listen": ["127.0.0.1:0", "[::1]:0"]})
+
+    async def main() -> list[int]:
+        ctx = ServerContext.build(settings, asyncio.get_running_loop())
+        api = await start_api(ctx, listening=lambda: True)
+        assert api is not None
+        try:
+            statuses = []
+            for host, port in api.http.addresses:
+                url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+                with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as answer:
+                    statuses.append(answer.status)
+            assert [h for h, _ in api.http.addresses] == ["127.0.0.1", "::1"]
+            return statuses
+        finally:
+            await api.close()
+
+    assert uvloop.run(main()) == [200, 200]
+
+
+def test_a_changed_health_listen_is_reported_as_needing_a_restart() -> None:
+    async def main() -> list[str]:
+        ctx = ServerContext.build(load_settings(None), asyncio.get_running_loop())
+        return ctx.apply(load_settings(None, http={"health_listen": "127.0.0.1:0"}))
+
+    assert uvloop.run(main()) == ["[http] health_listen (None -> 127.0.0.1:0)"]

@@ -40,6 +40,8 @@ from typing import Any, Literal, cast
 
 import h11
 
+from streamgate.server.binding import bind_listen
+
 __all__ = [
     "Handler",
     "HttpLimits",
@@ -174,7 +176,7 @@ class HttpServer:
         # insertion order and moves and removes in O(1).
         self._waiting: dict[HttpConnection, None] = {}
         self._per_ip: Counter[str] = Counter()
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
 
     @property
     def limits(self) -> HttpLimits:
@@ -182,34 +184,41 @@ class HttpServer:
         return self._limits if isinstance(self._limits, HttpLimits) else self._limits()
 
     @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) bound (with the ports the kernel chose for port 0)."""
+        return [
+            (str(name[0]), int(name[1]))
+            for server in self._servers
+            for name in (sock.getsockname() for sock in server.sockets)
+        ]
+
+    @property
     def port(self) -> int:
-        """The bound port (useful after binding port 0)."""
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        """The first bound port (useful after binding port 0)."""
+        return self.addresses[0][1]
 
     @property
     def serving(self) -> bool:
-        return self._server is not None and self._server.is_serving()
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
 
-    async def start(self, host: str, port: int) -> None:
-        """Bind and start accepting."""
-        self._server = await self.loop.create_server(
+    async def start(self, setting: str, listen: str | list[str]) -> None:
+        """Bind every address of ``listen`` (the ``setting`` named in errors) and accept."""
+        self._servers = await bind_listen(
+            self.loop,
             lambda: HttpConnection(self),
-            host,
-            port,
+            setting,
+            listen,
             backlog=self.limits.backlog,
-            reuse_address=True,
         )
 
     async def close(self) -> None:
         """Stop accepting and drop every connection."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for conn in list(self.connections):
             conn.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
 
     def admit(self, conn: HttpConnection) -> bytes | None:
         """Take ``conn`` in, or return the 503 to send it instead.

@@ -23,7 +23,7 @@ from streamgate.api.http import HttpLimits, HttpServer
 from streamgate.api.metrics import DEFAULT_STREAM_SERIES, LoopLagMonitor, StreamgateCollector
 from streamgate.api.routes import ApiContext, build_routes
 from streamgate.api.routing import Router
-from streamgate.config import HttpSettings, parse_listen
+from streamgate.config import HttpSettings
 
 if TYPE_CHECKING:
     from streamgate.server.context import ServerContext
@@ -125,19 +125,19 @@ class ApiServer:
     async def start(self) -> None:
         """Bind ``[http] listen`` (and ``health_listen``) and start sampling event-loop lag."""
         settings = self.ctx.settings.http
-        host, port = parse_listen(settings.listen)
-        await self.http.start(host, port)
+        await self.http.start("[http] listen", settings.listen)
         if self.health is not None and settings.health_listen is not None:
-            health_host, health_port = parse_listen(settings.health_listen)
             try:
-                await self.health.start(health_host, health_port)
+                await self.health.start("[http] health_listen", settings.health_listen)
             except BaseException:
                 await self.http.close()
                 raise
-            log.info("health checks and metrics also on %s:%d", health_host, self.health.port)
+            for host, port in self.health.addresses:
+                log.info("health checks and metrics also on %s:%d", host, port)
         self.lag.start()
         auth = "no token" if self._token() is None else "bearer token required on /api"
-        log.info("HTTP API listening on %s:%d (%s)", host, self.port, auth)
+        for host, port in self.http.addresses:
+            log.info("HTTP API listening on %s:%d (%s)", host, port, auth)
 
     async def close(self) -> None:
         """Stop listening, drop HTTP connections, stop the lag timer."""

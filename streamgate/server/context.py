@@ -110,8 +110,10 @@ class ServerContext:
             restart.append(f"[rtmp] listen ({old.rtmp.listen} -> {settings.rtmp.listen})")
         if settings.mode != old.mode:
             restart.append(f"mode ({old.mode} -> {settings.mode})")
-        if settings.http.listen != old.http.listen:
-            restart.append(f"[http] listen ({old.http.listen} -> {settings.http.listen})")
+        for name in ("listen", "health_listen"):
+            before, after = getattr(old.http, name), getattr(settings.http, name)
+            if before != after:
+                restart.append(f"[http] {name} ({before} -> {after})")
         self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
         self.settings = settings
         self.limits = _connection_limits(settings)
