@@ -157,7 +157,8 @@ def test_http_listens_on_every_address_of_a_list() -> None:
         try:
             statuses = []
             for host, port in api.http.addresses:
-                url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+                shown = f"[{host}]" if ":" in host else host
+                url = f"http://{shown}:{port}/healthz"
                 with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as answer:
                     statuses.append(answer.status)
             assert [h for h, _ in api.http.addresses] == ["127.0.0.1", "::1"]
