@@ -10,7 +10,7 @@ from streamgate.demo import DemoClip, DemoSource, encode_clip, parse_flv
 from streamgate.relay.clock import FakeClock
 from streamgate.relay.hub import HubSettings, StreamHub
 from streamgate.relay.stream import FanoutSettings
-from streamgate.rtmp.media import VIDEO_CONFIG, VIDEO_KEYFRAME, classify_video
+from streamgate.rtmp.flv import VIDEO_CONFIG, VIDEO_KEYFRAME, classify_video
 from streamgate.rtmp.messages import MsgType
 from tests.relay.sinks import RecordingPlayer
 

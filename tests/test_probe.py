@@ -49,7 +49,7 @@ from tests.peers import NginxRtmp, publisher, wait_until
 from tests.probe.certs import Issued, TestCA, self_signed
 from tests.probe.servers import LoopThread, RtmpScript, silent, tls_terminator
 from tests.relay.sinks import AAC_CONFIG, AAC_RAW, AVC_CONFIG, AVC_INTER, AVC_KEY
-from tests.rtmp.test_media import audio_tags, video_tags
+from tests.rtmp.samples import audio_tags, video_tags
 from tests.server.harness import ServerThread
 
 FAST = ["--timeout", "2", "--media-timeout", "0.5"]

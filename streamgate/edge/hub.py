@@ -8,6 +8,9 @@ name no origin lists; otherwise an origin is chosen under its bounds
 (breaker, connect rate, link cap; origins listing the name first, outside
 the connect rate) or the play is refused at once with
 ``NetStream.Play.Failed``. Nothing queues without bound.
+
+The hub is each ingest's :class:`~streamgate.edge.ingest.IngestHost`: the
+ingest depends on that interface, never on this module.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from streamgate.edge.directory import OriginDirectory
-from streamgate.edge.ingest import Connector, Ingest, IngestState, PlayWaiter
+from streamgate.edge.ingest import Connector, Ingest, IngestState, Link, LinkSink, PlayWaiter
 from streamgate.edge.origins import Origin, OriginPool
 from streamgate.relay.clock import Clock
 from streamgate.relay.stream import FanoutSettings, Stream
@@ -43,7 +46,7 @@ class EdgeTiming:
 
 
 class EdgeHub:
-    """PlaySource for edge mode."""
+    """PlaySource for edge mode, and the host of its ingests."""
 
     def __init__(
         self,
@@ -113,7 +116,16 @@ class EdgeHub:
             handle.ingest.remove_waiter(handle)
             handle.ingest = None
 
-    # ------------------------------------------------------------ from ingests
+    # ------------------------------------------------------------ IngestHost
+
+    def open_link(self, origin: Origin, app: str, name: str, sink: LinkSink) -> Link:
+        """Open a link to ``origin`` to play ``app``/``name`` (signed, when the edge signs)."""
+        self.counters[f"connect:{origin.address}"] += 1
+        return self.connector.open(origin, app, self.upstream_target(app, name), sink)
+
+    def remember_missing(self, key: tuple[str, str], description: str) -> None:
+        """Refuse plays of ``key`` from the negative cache for ``missing_ttl``."""
+        self.negative.add(key, self.clock.now(), description)
 
     def upstream_target(self, app: str, name: str) -> str:
         """The stream name to play upstream, signed when the edge signs its plays."""
@@ -134,9 +146,6 @@ class EdgeHub:
 
     def count_refusal(self, reason: str) -> None:
         self.counters[f"refused:{reason}"] += 1
-
-    def count_connect(self, origin: Origin) -> None:
-        self.counters[f"connect:{origin.address}"] += 1
 
     # ------------------------------------------------------------ upkeep
 

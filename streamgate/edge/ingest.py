@@ -31,25 +31,36 @@ Invariants:
   within ``reconnect_grace`` and only while a player is left.
 * Timestamps seen by players never go back: a new link is rebased to
   continue after the last timestamp sent.
+
+An ingest knows its owner only as an :class:`IngestHost` (the edge hub is
+one), and reports each link's outcome to the origin pool, which keeps the
+origins' health.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from streamgate.edge.origins import Origin, Refusal
-from streamgate.relay.clock import TimerHandle, notify
-from streamgate.relay.stream import Stream
+from streamgate.edge.origins import Lease, Origin, OriginPool, Refusal
+from streamgate.relay.clock import Clock, TimerHandle, notify
+from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.messages import Status
 from streamgate.shield import Backoff
 
-if TYPE_CHECKING:
-    from streamgate.edge.hub import EdgeHub
-
-__all__ = ["Connector", "Ingest", "IngestState", "Link", "LinkSink", "PlayWaiter"]
+__all__ = [
+    "Connector",
+    "Ingest",
+    "IngestHost",
+    "IngestState",
+    "IngestTiming",
+    "Link",
+    "LinkSink",
+    "PlayWaiter",
+]
 
 
 class IngestState(Enum):
@@ -95,6 +106,56 @@ class Connector(Protocol):
     def open(self, origin: Origin, app: str, name: str, sink: LinkSink) -> Link: ...
 
 
+class IngestTiming(Protocol):
+    """The timeouts and retry bounds an ingest runs on, in seconds."""
+
+    @property
+    def start_timeout(self) -> float: ...
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def linger(self) -> float: ...
+    @property
+    def reconnect_grace(self) -> float: ...
+    @property
+    def backoff_initial(self) -> float: ...
+    @property
+    def backoff_max(self) -> float: ...
+
+
+class IngestHost(Protocol):
+    """What an ingest needs from the edge that owns it (the edge hub implements it)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def fanout(self) -> FanoutSettings: ...
+    @property
+    def settings(self) -> IngestTiming: ...
+    @property
+    def rng(self) -> random.Random:
+        """Backoff jitter."""
+
+    @property
+    def pool(self) -> OriginPool:
+        """The origins to lease links from and report their outcomes to."""
+
+    def listed_by(self, app: str, name: str) -> frozenset[int]:
+        """Indexes of the origins whose directory lists ``app``/``name`` now."""
+
+    def open_link(self, origin: Origin, app: str, name: str, sink: LinkSink) -> Link:
+        """Open a link to ``origin`` to play ``app``/``name`` (the host may sign the name)."""
+
+    def remember_missing(self, key: tuple[str, str], description: str) -> None:
+        """The stream ``key`` is missing upstream: refuse its plays for a while."""
+
+    def count_refusal(self, reason: str) -> None:
+        """A play was refused for ``reason`` (a metrics label)."""
+
+    def ingest_ended(self, ingest: Ingest, reason: str) -> None:
+        """``ingest`` ended: it must no longer be handed players."""
+
+
 @dataclass(slots=True)
 class PlayWaiter:
     on_ready: Callable[[Stream], None]
@@ -105,31 +166,32 @@ class PlayWaiter:
 class Ingest:
     """The upstream side of one edge stream."""
 
-    def __init__(self, hub: EdgeHub, key: tuple[str, str], app: str, upstream_name: str) -> None:
-        self.hub = hub
+    def __init__(
+        self, host: IngestHost, key: tuple[str, str], app: str, upstream_name: str
+    ) -> None:
+        self.host = host
         self.key = key
         self.app = app
         self.upstream_name = upstream_name
-        self.clock = hub.clock
-        self.settings = hub.settings
-        self.stream = Stream(app, key[1], hub.clock, hub.fanout)
+        self.clock = host.clock
+        self.settings = host.settings
+        self.stream = Stream(app, key[1], host.clock, host.fanout)
         self.stream.on_empty = self._players_gone
         self.state = IngestState.STARTING
         self.waiters: list[PlayWaiter] = []
-        self.origin: Origin | None = None
+        self.origin: Origin | None = None  # the last one leased (the API shows it; a refusal quotes its error)
+        self._lease: Lease | None = None  # the open link's hold on its origin
         self.link: Link | None = None
         self.links_opened = 0
         self.link_started: float | None = None
         self._open_link = 0  # number of the link reports are accepted from; 0: none
-        self._verdict = False  # whether this link's outcome was told to the breaker
-        self._probe = False  # whether this link is its breaker's half-open probe
         self._outage_since: float | None = None  # first loss not yet followed by stability
         self._tried: set[int] = set()
         self._link_has_media = False
         self._offset = 0
         self._last_out: int | None = None
         self.backoff = Backoff(
-            self.settings.backoff_initial, self.settings.backoff_max, uniform=hub.rng.uniform
+            self.settings.backoff_initial, self.settings.backoff_max, uniform=host.rng.uniform
         )
         self.retry_delays: list[float] = []  # the schedule actually used, for the API and tests
         self._start_timer: TimerHandle | None = None
@@ -184,24 +246,21 @@ class Ingest:
         self._attempt()
 
     def _attempt(self) -> None:
-        listed = self.hub.listed_by(self.app, self.upstream_name)
-        choice = self.hub.pool.acquire(self.clock.now(), frozenset(self._tried), listed)
+        listed = self.host.listed_by(self.app, self.upstream_name)
+        choice = self.host.pool.acquire(self.clock.now(), frozenset(self._tried), listed)
         if isinstance(choice, Refusal):
-            self.hub.count_refusal(choice.reason)
+            self.host.count_refusal(choice.reason)
             self._no_origin(choice)
             return
         self.origin = choice.origin
-        self._probe = choice.probe
-        self._tried.add(self.hub.pool.index(choice.origin))
+        self._lease = choice
+        self._tried.add(choice.index)
         self._link_has_media = False
-        self._verdict = False
         self.links_opened += 1
         self._open_link = self.links_opened
         self.link_started = self.clock.now()
-        self.hub.count_connect(choice.origin)
-        target = self.hub.upstream_target(self.app, self.upstream_name)
-        self.link = self.hub.connector.open(
-            choice.origin, self.app, target, _Sink(self, self.links_opened)
+        self.link = self.host.open_link(
+            choice.origin, self.app, self.upstream_name, _Sink(self, self.links_opened)
         )
 
     def _no_origin(self, refusal: Refusal) -> None:
@@ -220,15 +279,13 @@ class Ingest:
         if link is None:
             return
         link.close()
-        if self.origin is not None:
-            self.hub.pool.release(self.origin)
-            if self._probe and not self._verdict:
-                self.origin.breaker.release()  # an abandoned probe must not block the next
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self.host.pool.release(lease)
 
     def _origin_ok(self) -> None:
-        if self.origin is not None and not self._verdict:
-            self._verdict = True
-            self.origin.breaker.success()
+        if self._lease is not None:
+            self.host.pool.record_success(self._lease)
 
     # ------------------------------------------------------------ link events
 
@@ -298,11 +355,11 @@ class Ingest:
             self._players_gone()  # every waiter had left by now: linger, then close
 
     def link_missing(self, code: str, description: str) -> None:
-        if self.origin is not None:
-            self.origin.missing += 1
+        if self._lease is not None:
+            self.host.pool.record_miss(self._lease)
         self._origin_ok()  # it answered: the origin itself is fine
         if self.state in (IngestState.STARTING, IngestState.RECONNECTING):
-            self.hub.negative.add(self.key, self.clock.now(), description)
+            self.host.remember_missing(self.key, description)
         if self.state is IngestState.STARTING:
             self._refuse_waiters(code, description)
             self._end(description)
@@ -311,26 +368,22 @@ class Ingest:
 
     def link_ended(self, description: str) -> None:
         if self.state is IngestState.STARTING:
-            self.hub.negative.add(self.key, self.clock.now(), description)
+            self.host.remember_missing(self.key, description)
             self._refuse_waiters(Status.PLAY_STREAM_NOT_FOUND, description)
             self._end(description)
         else:
             self._finish(Status.PLAY_UNPUBLISH_NOTIFY, description)
 
     def link_failed(self, description: str, *, connect: bool) -> None:
-        origin = self.origin
-        if connect and origin is not None and not self._verdict:
-            self._verdict = True
-            origin.failures += 1
-            origin.last_error = description
-            origin.breaker.failure(self.clock.now())
+        if connect and self._lease is not None:
+            self.host.pool.record_failure(self._lease, description, self.clock.now())
         self._close_link()
         if self.state is IngestState.STARTING:
             if connect:
                 self._attempt()  # fail over to the next origin, each tried once
             else:
                 # The origin took the play and hung up before any media.
-                self.hub.negative.add(self.key, self.clock.now(), description)
+                self.host.remember_missing(self.key, description)
                 self._refuse_waiters(Status.PLAY_STREAM_NOT_FOUND, description)
                 self._end(description)
         elif self.state in (IngestState.LIVE, IngestState.RECONNECTING):
@@ -370,9 +423,9 @@ class Ingest:
             f"origin sent no media within {self.settings.start_timeout:g} s: "
             "stream missing or idle"
         )
-        if self.origin is not None and self.link is not None:
-            self.origin.missing += 1
-        self.hub.negative.add(self.key, self.clock.now(), description)
+        if self._lease is not None:
+            self.host.pool.record_miss(self._lease)
+        self.host.remember_missing(self.key, description)
         self._refuse_waiters(Status.PLAY_STREAM_NOT_FOUND, description)
         self._end(description)
 
@@ -444,7 +497,7 @@ class Ingest:
         for timer in _TIMERS:
             self._cancel(timer)
         self._close_link()
-        self.hub.ingest_ended(self, reason)
+        self.host.ingest_ended(self, reason)
         if self.stream.player_count:
             self.stream.end(Status.PLAY_UNPUBLISH_NOTIFY, reason)
 

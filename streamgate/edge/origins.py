@@ -6,7 +6,10 @@ Invariants, per origin:
 * at most ``max_connects_per_second`` connects start in any one-second
   window (an exact sliding window, not a bucket that adds a burst);
 * after ``breaker_failures`` consecutive connect failures the breaker opens
-  and no connect is attempted until a single probe succeeds.
+  and no connect is attempted until a single probe succeeds;
+* each link's outcome (reached or not) is told to the breaker once, by the
+  pool: callers report through :class:`OriginPool`'s methods and never touch
+  an origin's health themselves.
 
 A caller that cannot get an origin gets a refusal reason at once: nothing
 queues, nothing waits.
@@ -65,12 +68,20 @@ class Origin:
         return self.breaker.current(now) is not BreakerState.OPEN
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lease:
-    """An origin granted for one link; ``probe``: it is the breaker's half-open probe."""
+    """An origin granted for one link, from :meth:`OriginPool.acquire` to
+    :meth:`OriginPool.release`.
+
+    ``index``: the origin's place in the pool; ``probe``: the link is the
+    breaker's half-open probe; ``judged``: the link's outcome was told to the
+    breaker (the pool sets it).
+    """
 
     origin: Origin
+    index: int
     probe: bool
+    judged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +166,35 @@ class OriginPool:
                 continue
             origin.links += 1
             origin.connects += 1
-            return Lease(origin, probe)
+            return Lease(origin, index, probe)
         return refusal or Refusal("no_origin", "no origin is configured")
 
-    def index(self, origin: Origin) -> int:
-        return next(i for i, o in enumerate(self.origins) if o is origin)
+    def record_success(self, lease: Lease) -> None:
+        """The origin answered on this link (it played, refused or sent media): it is up."""
+        if not lease.judged:
+            lease.judged = True
+            lease.origin.breaker.success()
 
-    @staticmethod
-    def release(origin: Origin) -> None:
+    def record_failure(self, lease: Lease, description: str, now: float) -> None:
+        """The link could not reach the origin, or the origin did not answer in time."""
+        if not lease.judged:
+            lease.judged = True
+            origin = lease.origin
+            origin.failures += 1
+            origin.last_error = description
+            origin.breaker.failure(now)
+
+    def record_miss(self, lease: Lease) -> None:
+        """The origin does not have the stream (it said so, or sent no media)."""
+        lease.origin.missing += 1
+
+    def release(self, lease: Lease) -> None:
+        """The link is closed: its slot is free again. A probe closed before its
+        outcome was known gives the probe back, or it would block the next one."""
+        origin = lease.origin
         origin.links = max(0, origin.links - 1)
+        if lease.probe and not lease.judged:
+            origin.breaker.release()
 
     def any_healthy(self, now: float) -> bool:
         return any(o.healthy(now) for o in self.origins)

@@ -51,7 +51,7 @@ from streamgate.rtmp.events import (
     StreamCreated,
     StreamEnded,
 )
-from streamgate.rtmp.media import VIDEO_KEYFRAME, classify_video
+from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
 from streamgate.rtmp.messages import MsgType, Status
 
 __all__ = ["RtmpConnector", "UpstreamLink", "UpstreamTimeouts"]

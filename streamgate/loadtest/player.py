@@ -53,7 +53,7 @@ from streamgate.rtmp.events import (
     StatusReceived,
     StreamCreated,
 )
-from streamgate.rtmp.media import VIDEO_KEYFRAME, classify_video
+from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
 from streamgate.rtmp.messages import CSID_CONTROL, MsgType, Status
 
 __all__ = [

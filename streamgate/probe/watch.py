@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamgate.rtmp.codecs import (
+    AudioDescription,
+    VideoDescription,
+    describe_audio,
+    describe_video,
+)
 from streamgate.rtmp.events import DataReceived, MediaReceived
-from streamgate.rtmp.media import (
+from streamgate.rtmp.flv import (
     AUDIO_CONFIG,
     AUDIO_FRAME,
     VIDEO_CONFIG,
     VIDEO_KEYFRAME,
-    AudioDescription,
-    VideoDescription,
     classify_audio,
     classify_video,
-    describe_audio,
-    describe_video,
 )
 from streamgate.rtmp.messages import MsgType
 

@@ -40,22 +40,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamgate.relay.bitrate import BitrateMeter
 from streamgate.relay.clock import Clock, TimerHandle, notify
 from streamgate.relay.delivery import Delivery, WriteOnly
 from streamgate.relay.shared import SENDFILE_MIN, SharedFile, sendfile_available
 from streamgate.rtmp import amf0
 from streamgate.rtmp.chunk import encode_message
-from streamgate.rtmp.media import (
+from streamgate.rtmp.codecs import (
+    AudioDescription,
+    VideoDescription,
+    describe_audio,
+    describe_video,
+)
+from streamgate.rtmp.flv import (
     AUDIO_CONFIG,
     VIDEO_CONFIG,
     VIDEO_KEYFRAME,
-    AudioDescription,
-    BitrateMeter,
-    VideoDescription,
     classify_audio,
     classify_video,
-    describe_audio,
-    describe_video,
 )
 from streamgate.rtmp.messages import CSID_RELAY_AUDIO, CSID_RELAY_DATA, CSID_RELAY_VIDEO, MsgType
 

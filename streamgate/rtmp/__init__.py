@@ -2,8 +2,9 @@
 
 Layers, bottom up: :mod:`~streamgate.rtmp.handshake`, :mod:`~streamgate.rtmp.chunk`,
 :mod:`~streamgate.rtmp.connection` (NetConnection/NetStream commands), with
-:mod:`~streamgate.rtmp.amf0` for command bodies and :mod:`~streamgate.rtmp.media`
-for FLV tag inspection. Nothing here does I/O or reads a clock.
+:mod:`~streamgate.rtmp.amf0` for command bodies, :mod:`~streamgate.rtmp.flv` for
+FLV tag classification and :mod:`~streamgate.rtmp.codecs` for codec configuration.
+Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import dataclass, field
 
-from streamgate.edge.ingest import IngestState
+from streamgate.edge.hub import EdgeTiming
+from streamgate.edge.ingest import Ingest, IngestState, LinkSink, PlayWaiter
+from streamgate.edge.origins import Origin, OriginPool
+from streamgate.relay.clock import FakeClock
+from streamgate.relay.stream import FanoutSettings
 from streamgate.rtmp.messages import MsgType, Status
-from tests.edge.fakes import Edge
+from tests.edge.fakes import Edge, FakeConnector, FakeLink, Player
 from tests.relay.sinks import AVC_INTER, AVC_KEY
 
 NOT_FOUND, FAILED, UNPUBLISH = (
@@ -370,3 +376,57 @@ def test_only_the_probe_link_releases_the_half_open_breaker() -> None:
     edge.cancel(early)  # an old, non-probe link is abandoned
     edge.play("second")  # must not become a second concurrent probe
     assert len(edge.connector.links) == opened
+
+
+@dataclass
+class BareHost:
+    """An IngestHost that is not the hub: what an ingest needs, and nothing more."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    fanout: FanoutSettings = field(default_factory=lambda: FanoutSettings(merge_ms=0))
+    settings: EdgeTiming = field(default_factory=EdgeTiming)
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    pool: OriginPool = field(
+        default_factory=lambda: OriginPool.from_urls(
+            ["rtmp://127.0.0.1:19350"],
+            max_upstreams=10,
+            max_connects_per_second=1000,
+            breaker_failures=3,
+            breaker_reset=10.0,
+            now=0.0,
+        )
+    )
+    connector: FakeConnector = field(default_factory=FakeConnector)
+    missing: list[tuple[tuple[str, str], str]] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+
+    def listed_by(self, app: str, name: str) -> frozenset[int]:
+        return frozenset()
+
+    def open_link(self, origin: Origin, app: str, name: str, sink: LinkSink) -> FakeLink:
+        return self.connector.open(origin, app, name, sink)
+
+    def remember_missing(self, key: tuple[str, str], description: str) -> None:
+        self.missing.append((key, description))
+
+    def count_refusal(self, reason: str) -> None:
+        self.refusals.append(reason)
+
+    def ingest_ended(self, ingest: Ingest, reason: str) -> None:
+        self.ended.append(reason)
+
+
+def test_an_ingest_runs_on_any_host_and_reports_origin_health_to_the_pool() -> None:
+    host = BareHost()
+    ingest = Ingest(host, ("live", "x"), "live", "x")
+    player = Player()
+    ingest.add_waiter(PlayWaiter(player.ready, player.refuse))
+    ingest.start()
+    origin = host.pool.origins[0]
+    assert (host.connector.last.name, origin.links) == ("x", 1)
+    host.connector.last.sink.link_missing(NOT_FOUND, "No such stream")
+    assert player.refused == (NOT_FOUND, "No such stream")
+    assert host.missing == [(("live", "x"), "No such stream")]
+    assert host.ended == ["No such stream"] and ingest.state is IngestState.ENDED
+    assert (origin.links, origin.missing, origin.failures) == (0, 1, 0)

@@ -28,7 +28,7 @@ from streamgate.edge.ingest import LinkSink
 from streamgate.edge.origins import Origin
 from streamgate.errors import UpstreamError
 from streamgate.rtmp.events import MediaReceived, StatusReceived
-from streamgate.rtmp.media import VIDEO_KEYFRAME, classify_video
+from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
 from streamgate.rtmp.messages import MsgType, Status
 from tests.peers import (
     NginxRtmp,

@@ -11,7 +11,7 @@ import pytest
 
 from streamgate.client import RtmpClient
 from streamgate.rtmp.events import MediaReceived
-from streamgate.rtmp.media import (
+from streamgate.rtmp.flv import (
     AUDIO_CONFIG,
     VIDEO_CONFIG,
     VIDEO_KEYFRAME,
