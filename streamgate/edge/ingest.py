@@ -179,7 +179,8 @@ class Ingest:
         self.stream.on_empty = self._players_gone
         self.state = IngestState.STARTING
         self.waiters: list[PlayWaiter] = []
-        self.origin: Origin | None = None  # the last one leased (the API shows it; a refusal quotes its error)
+        # The last one leased (the API shows it; a refusal quotes its error).
+        self.origin: Origin | None = None
         self._lease: Lease | None = None  # the open link's hold on its origin
         self.link: Link | None = None
         self.links_opened = 0
