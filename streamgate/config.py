@@ -345,6 +345,17 @@ class AuthSettings(_Section):
     bind_ip: bool = Field(
         False, description="Tokens cover the client's IP address (signed and secure_link)."
     )
+    max_token_lifetime: float = Field(
+        86_400.0,
+        ge=0,
+        description=(
+            "Longest a token may still be valid, in seconds (plus clock_skew): a token "
+            "(signed, nms, secure_link) whose expiry is further ahead is refused with "
+            '"token lifetime exceeds max_token_lifetime", and streamgate sign refuses to '
+            "make one. 0: no maximum. An edge's upstream_token_ttl must stay within its "
+            "origin's maximum."
+        ),
+    )
     hook_url: str | None = Field(
         None, description="URL the auth hook POSTs to (JSON: action, client_id, ip, app, ...)."
     )

@@ -229,9 +229,10 @@ def _authorizer(settings: Settings) -> Authorizer:
     hook = None
     if auth.hook_url:
         hook = HookClient(auth.hook_url, auth.hook_timeout, auth.hook_cache, auth.hook_failure)
+    lifetime = auth.max_token_lifetime
     return Authorizer(
-        MethodConfig(auth.play, play_keys, auth.clock_skew, auth.bind_ip),
-        MethodConfig(auth.publish, publish_keys, auth.clock_skew, auth.bind_ip),
+        MethodConfig(auth.play, play_keys, auth.clock_skew, auth.bind_ip, lifetime),
+        MethodConfig(auth.publish, publish_keys, auth.clock_skew, auth.bind_ip, lifetime),
         hook,
     )
 
