@@ -371,7 +371,25 @@ class AuthSettings(_Section):
 class LimitsSettings(_Section):
     """Abuse protection: connection limits, rates and fail2ban-style bans."""
 
-    max_connections: int = Field(10_000, ge=1, description="Most connections at once, in all.")
+    max_connections: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Most connections at once, in all: a hard ceiling, allow-listed addresses "
+            "included (size it to the file descriptors the process may open)."
+        ),
+    )
+    reserved_connections: int = Field(
+        50,
+        ge=0,
+        description=(
+            "Connections of max_connections kept for allow-listed networks (allow): other "
+            "addresses are refused once max_connections - reserved_connections are open, so "
+            "monitoring, edges and the origin still get in while a flood has taken the rest. "
+            "Allow-listed addresses may use all of max_connections, never more. Must be less "
+            "than max_connections; unused (0) while allow is empty."
+        ),
+    )
     max_connections_per_ip: int = Field(
         200, ge=1, description="Most connections at once from one IP (allow-listed: no limit)."
     )
@@ -404,6 +422,15 @@ class LimitsSettings(_Section):
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _check_reserve(self) -> LimitsSettings:
+        if self.allow and self.reserved_connections >= self.max_connections:
+            raise ValueError(
+                f"reserved_connections ({self.reserved_connections}) must be less than "
+                f"max_connections ({self.max_connections}): others need room too"
+            )
+        return self
 
 
 class HttpSettings(_Section):

@@ -254,6 +254,8 @@ def _admission_rules(settings: Settings) -> AdmissionRules:
         max_connections=limits.max_connections,
         max_connections_per_ip=limits.max_connections_per_ip,
         connections_per_second_per_ip=limits.connections_per_second_per_ip,
+        # Nobody could use a reserve without an allow list: all of the cap is open.
+        reserved_connections=limits.reserved_connections if limits.allow else 0,
     )
 
 
