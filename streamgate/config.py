@@ -66,7 +66,15 @@ class RtmpSettings(_Section):
         "127.0.0.1:1935",
         description="Address and port the RTMP listener binds, HOST:PORT. Needs a restart.",
     )
-    backlog: int = Field(1024, ge=1, description="Listen backlog (accept queue length).")
+    backlog: int = Field(
+        4096,
+        ge=1,
+        description=(
+            "Listen backlog (accept queue length; the kernel caps it at net.core.somaxconn). "
+            "A burst beyond it overflows the queue: such clients believe they are connected "
+            "while the gateway never sees them (streamgate_listen_overflows_total counts it)."
+        ),
+    )
     chunk_size: int = Field(
         60000,
         ge=128,
