@@ -83,7 +83,15 @@ class RtmpSettings(_Section):
             'list of them (e.g. ["0.0.0.0:1935", "[::]:1935"]). Needs a restart.'
         ),
     )
-    backlog: int = Field(1024, ge=1, description="Listen backlog (accept queue length).")
+    backlog: int = Field(
+        4096,
+        ge=1,
+        description=(
+            "Listen backlog (accept queue length; the kernel caps it at net.core.somaxconn). "
+            "A burst beyond it overflows the queue: such clients believe they are connected "
+            "while the gateway never sees them (streamgate_listen_overflows_total counts it)."
+        ),
+    )
     chunk_size: int = Field(
         60000,
         ge=128,
@@ -361,6 +369,17 @@ class AuthSettings(_Section):
     bind_ip: bool = Field(
         False, description="Tokens cover the client's IP address (signed and secure_link)."
     )
+    max_token_lifetime: float = Field(
+        86_400.0,
+        ge=0,
+        description=(
+            "Longest a token may still be valid, in seconds (plus clock_skew): a token "
+            "(signed, nms, secure_link) whose expiry is further ahead is refused with "
+            '"token lifetime exceeds max_token_lifetime", and streamgate sign refuses to '
+            "make one. 0: no maximum. An edge's upstream_token_ttl must stay within its "
+            "origin's maximum."
+        ),
+    )
     hook_url: str | None = Field(
         None, description="URL the auth hook POSTs to (JSON: action, client_id, ip, app, ...)."
     )
@@ -376,7 +395,25 @@ class AuthSettings(_Section):
 class LimitsSettings(_Section):
     """Abuse protection: connection limits, rates and fail2ban-style bans."""
 
-    max_connections: int = Field(10_000, ge=1, description="Most connections at once, in all.")
+    max_connections: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Most connections at once, in all: a hard ceiling, allow-listed addresses "
+            "included (size it to the file descriptors the process may open)."
+        ),
+    )
+    reserved_connections: int = Field(
+        50,
+        ge=0,
+        description=(
+            "Connections of max_connections kept for allow-listed networks (allow): other "
+            "addresses are refused once max_connections - reserved_connections are open, so "
+            "monitoring, edges and the origin still get in while a flood has taken the rest. "
+            "Allow-listed addresses may use all of max_connections, never more. Must be less "
+            "than max_connections; unused (0) while allow is empty."
+        ),
+    )
     max_connections_per_ip: int = Field(
         200, ge=1, description="Most connections at once from one IP (allow-listed: no limit)."
     )
@@ -409,6 +446,15 @@ class LimitsSettings(_Section):
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _check_reserve(self) -> LimitsSettings:
+        if self.allow and self.reserved_connections >= self.max_connections:
+            raise ValueError(
+                f"reserved_connections ({self.reserved_connections}) must be less than "
+                f"max_connections ({self.max_connections}): others need room too"
+            )
+        return self
 
 
 class HttpSettings(_Section):

@@ -21,6 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -226,6 +227,7 @@ class StreamgateCollector:
             yield from self._edge(now)
         yield from self._loop_lag()
         yield from self._http()
+        yield from _listen_queue()
 
     # ------------------------------------------------------------ families
 
@@ -509,6 +511,42 @@ class StreamgateCollector:
             "action",
             dict(self.api_counters),
         )
+
+
+NETSTAT = Path("/proc/net/netstat")
+_LISTEN_SERIES = {
+    "ListenOverflows": (
+        "streamgate_listen_overflows",
+        "Connections the kernel could not queue for accept because an accept queue was "
+        "full (TcpExt ListenOverflows: the whole network namespace, every listener). "
+        "Such a client may believe it is connected while the gateway never saw it: "
+        "raise [rtmp] backlog and net.core.somaxconn.",
+    ),
+    "ListenDrops": (
+        "streamgate_listen_drops",
+        "Connection attempts the kernel dropped at a listening socket, overflows included "
+        "(TcpExt ListenDrops, the whole network namespace).",
+    ),
+}
+
+
+def _listen_queue(path: Path = NETSTAT) -> Iterator[Metric]:
+    """Accept-queue overflows, read from the kernel at scrape time (Linux only:
+    absent where the file is missing or unreadable)."""
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    # Pairs of lines: "TcpExt: Name1 Name2 ..." then "TcpExt: 1 2 ...".
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if not names.startswith("TcpExt:") or not values.startswith("TcpExt:"):
+            continue
+        table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+        for key, (name, doc) in _LISTEN_SERIES.items():
+            value = table.get(key)
+            if value is not None and value.isdigit():
+                yield CounterMetricFamily(name, doc, value=int(value))
+        return
 
 
 def _labelled_counter(name: str, doc: str, label: str, values: Mapping[str, int]) -> Metric:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from streamgate.auth.hook import HookClient
 from streamgate.auth.tokens import (
+    LIFETIME_EXCEEDED,
     NmsVerifier,
     SecureLinkVerifier,
     SignedVerifier,
@@ -40,6 +41,11 @@ class MethodConfig:
     keys: Mapping[str, bytes]
     clock_skew: float = 30.0
     bind_ip: bool = False
+    max_lifetime: float = 0.0  # seconds a token may still have to live; 0: no maximum
+
+
+# Rejection labels that are not simply the reason with underscores (kept short).
+_LABELS = {LIFETIME_EXCEEDED: "auth_lifetime_exceeded"}
 
 
 class Authorizer:
@@ -71,7 +77,8 @@ class Authorizer:
         problem = verifier.verify(request, now)
         if problem is None:
             return ALLOW
-        return AuthDecision(False, problem, f"auth_{problem.replace(' ', '_')}")
+        label = _LABELS.get(problem) or f"auth_{problem.replace(' ', '_')}"
+        return AuthDecision(False, problem, label)
 
     async def _ask_hook(self, request: TokenRequest, client_id: int, now: float) -> AuthDecision:
         assert self.hook is not None
@@ -86,10 +93,11 @@ class Authorizer:
 
 def _verifier(config: MethodConfig) -> Verifier | None:
     secrets = list(config.keys.values())
+    lifetime = config.max_lifetime
     if config.method == "signed":
-        return SignedVerifier(config.keys, config.clock_skew, config.bind_ip)
+        return SignedVerifier(config.keys, config.clock_skew, config.bind_ip, lifetime)
     if config.method == "nms":
-        return NmsVerifier(secrets, config.clock_skew)
+        return NmsVerifier(secrets, config.clock_skew, lifetime)
     if config.method == "secure_link":
-        return SecureLinkVerifier(secrets, config.clock_skew, config.bind_ip)
+        return SecureLinkVerifier(secrets, config.clock_skew, config.bind_ip, lifetime)
     return None

@@ -19,7 +19,11 @@ with the md5 over ``"<exp>/<app>/<stream><client ip> <secret>"`` (nginx's
 
 Every comparison is constant-time. A verifier returns ``None`` when the
 token is good and a short reason (``"token expired"``, ...) when it is not;
-the reason is what the client is told.
+the reason is what the client is told. An expiry is plain unix seconds (at
+most 12 ASCII digits): anything else present where it belongs is a
+``"malformed exp"``, never a missing token. With a ``max_lifetime``, a token
+whose expiry lies further ahead than that (plus the clock skew) is refused:
+a leaked token stays usable for a bounded time, whoever signed it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from urllib.parse import parse_qs, urlencode
 
 __all__ = [
     "FORMATS",
+    "LIFETIME_EXCEEDED",
+    "MALFORMED_EXP",
     "NmsVerifier",
     "SecureLinkVerifier",
     "SignedVerifier",
@@ -67,8 +73,17 @@ def _params(query: str) -> dict[str, str]:
     return {key: values[0] for key, values in parsed.items() if values}
 
 
-def _unix(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or len(value) > 12:
+MALFORMED_EXP = "malformed exp"
+LIFETIME_EXCEEDED = "token lifetime exceeds max_token_lifetime"
+
+
+def _unix(value: str) -> int | None:
+    """Unix seconds, or ``None`` for anything but 1-12 ASCII digits.
+
+    Floats, signs, exponents (``1e400``) and 40-digit numbers are refused
+    here; ``isdigit`` alone would let ``"\u00b2"`` through to ``int()``.
+    """
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
         return None
     return int(value)
 
@@ -130,41 +145,61 @@ def token_query(
 
 
 class Verifier:
-    """Checks one request's token; ``None`` means granted."""
+    """Checks one request's token; ``None`` means granted.
+
+    ``clock_skew`` is allowed both ways: after the expiry, and on top of
+    ``max_lifetime`` (seconds; 0 means no maximum).
+    """
+
+    clock_skew: float = 0.0
+    max_lifetime: float = 0.0
 
     def verify(self, request: TokenRequest, now: float) -> str | None:
         raise NotImplementedError
 
 
 def _verdict(
-    expected: list[bytes], given: bytes, exp: int, now: float, skew: float
+    verifier: Verifier, expected: list[bytes], given: bytes, exp: int, now: float
 ) -> str | None:
-    """Constant-time match against every candidate, then the expiry: an expired
-    forgery is reported as a forgery."""
+    """Constant-time match against every candidate, then the expiry and the
+    lifetime: an expired or too long-lived forgery is reported as a forgery."""
     good = False
     for candidate in expected:
         good |= hmac.compare_digest(candidate, given)
     if not good:
         return "bad signature"
+    skew = verifier.clock_skew
     if now > exp + skew:
         return "token expired"
+    if verifier.max_lifetime and exp > now + verifier.max_lifetime + skew:
+        return LIFETIME_EXCEEDED
     return None
 
 
 class SignedVerifier(Verifier):
     """streamgate's HMAC-SHA256 tokens, with key rotation by ``kid``."""
 
-    def __init__(self, keys: Mapping[str, bytes], clock_skew: float, bind_ip: bool) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        clock_skew: float,
+        bind_ip: bool,
+        max_lifetime: float = 0.0,
+    ) -> None:
         self.keys = dict(keys)
         self.clock_skew = clock_skew
         self.bind_ip = bind_ip
+        self.max_lifetime = max_lifetime
 
     def verify(self, request: TokenRequest, now: float) -> str | None:
         params = _params(request.query)
-        exp = _unix(params.get("exp"))
+        exp_text = params.get("exp")
         sig = params.get("sig")
-        if exp is None or not sig:
+        if exp_text is None or not sig:
             return "token missing"
+        exp = _unix(exp_text)
+        if exp is None:
+            return MALFORMED_EXP
         kid = params.get("kid")
         if kid is not None:
             secret = self.keys.get(kid)
@@ -183,15 +218,16 @@ class SignedVerifier(Verifier):
             _b64url(hmac.new(secret, message, "sha256").digest()).encode()
             for secret in candidates
         ]
-        return _verdict(expected, sig.encode("ascii", "replace"), exp, now, self.clock_skew)
+        return _verdict(self, expected, sig.encode("ascii", "replace"), exp, now)
 
 
 class NmsVerifier(Verifier):
     """Node-Media-Server's ``sign=<exp>-<md5hex>`` (one secret; extra keys are tried too)."""
 
-    def __init__(self, secrets: list[bytes], clock_skew: float) -> None:
+    def __init__(self, secrets: list[bytes], clock_skew: float, max_lifetime: float = 0.0) -> None:
         self.secrets = secrets
         self.clock_skew = clock_skew
+        self.max_lifetime = max_lifetime
 
     def verify(self, request: TokenRequest, now: float) -> str | None:
         sign = _params(request.query).get("sign")
@@ -200,33 +236,39 @@ class NmsVerifier(Verifier):
         exp_text, _, digest = sign.partition("-")
         exp = _unix(exp_text)
         if exp is None:
-            return "bad signature"
+            return MALFORMED_EXP
         prefix = f"/{request.app}/{request.stream}-{exp}-".encode()
         expected = [
             hashlib.md5(prefix + secret).hexdigest().encode()  # noqa: S324 - the format's hash
             for secret in self.secrets
         ]
-        return _verdict(expected, digest.encode("ascii", "replace"), exp, now, self.clock_skew)
+        return _verdict(self, expected, digest.encode("ascii", "replace"), exp, now)
 
 
 class SecureLinkVerifier(Verifier):
     """nginx ``secure_link``: ``md5=<base64url md5>&expires=<exp>``."""
 
-    def __init__(self, secrets: list[bytes], clock_skew: float, bind_ip: bool) -> None:
+    def __init__(
+        self, secrets: list[bytes], clock_skew: float, bind_ip: bool, max_lifetime: float = 0.0
+    ) -> None:
         self.secrets = secrets
         self.clock_skew = clock_skew
         self.bind_ip = bind_ip
+        self.max_lifetime = max_lifetime
 
     def verify(self, request: TokenRequest, now: float) -> str | None:
         params = _params(request.query)
-        exp = _unix(params.get("expires"))
+        exp_text = params.get("expires")
         given = params.get("md5")
-        if exp is None or not given:
+        if exp_text is None or not given:
             return "token missing"
+        exp = _unix(exp_text)
+        if exp is None:
+            return MALFORMED_EXP
         ip = request.ip if self.bind_ip else ""
         prefix = f"{exp}/{request.app}/{request.stream}{ip} ".encode()
         expected = [
             _b64url(hashlib.md5(prefix + secret).digest()).encode()  # noqa: S324 - the format's
             for secret in self.secrets
         ]
-        return _verdict(expected, given.encode("ascii", "replace"), exp, now, self.clock_skew)
+        return _verdict(self, expected, given.encode("ascii", "replace"), exp, now)

@@ -231,9 +231,10 @@ def _authorizer(settings: Settings) -> Authorizer:
     hook = None
     if auth.hook_url:
         hook = HookClient(auth.hook_url, auth.hook_timeout, auth.hook_cache, auth.hook_failure)
+    lifetime = auth.max_token_lifetime
     return Authorizer(
-        MethodConfig(auth.play, play_keys, auth.clock_skew, auth.bind_ip),
-        MethodConfig(auth.publish, publish_keys, auth.clock_skew, auth.bind_ip),
+        MethodConfig(auth.play, play_keys, auth.clock_skew, auth.bind_ip, lifetime),
+        MethodConfig(auth.publish, publish_keys, auth.clock_skew, auth.bind_ip, lifetime),
         hook,
     )
 
@@ -255,6 +256,8 @@ def _admission_rules(settings: Settings) -> AdmissionRules:
         max_connections=limits.max_connections,
         max_connections_per_ip=limits.max_connections_per_ip,
         connections_per_second_per_ip=limits.connections_per_second_per_ip,
+        # Nobody could use a reserve without an allow list: all of the cap is open.
+        reserved_connections=limits.reserved_connections if limits.allow else 0,
     )
 
 

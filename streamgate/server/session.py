@@ -82,9 +82,8 @@ class RtmpSession(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport, and
+        # under a connection flood each syscall in this method delays every deadline.
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.ip = str(peer[0]) if peer else ""
@@ -96,6 +95,7 @@ class RtmpSession(asyncio.Protocol):
             self.ctx.counters[f"rejected:{reason}"] += 1
             log.warning("connection from %s refused at accept: %s", self.ip, reason)
             self.closed = True
+            sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             transport.abort()

@@ -3,10 +3,16 @@
 A connection over a limit is closed at once with a reset, before any
 handshake byte: the accept loop keeps draining the kernel's queue and an
 attacker costs one accept and one close. Checked in order: banned IP (unless
-allow-listed), global ``max_connections``, ``max_connections_per_ip``, and
-the per-IP new-connection rate (token bucket). Per-IP state is dropped as
-soon as an IP has no connection and a full bucket, so memory follows the
-live connections, not the history.
+allow-listed), the global cap, ``max_connections_per_ip``, and the per-IP
+new-connection rate (token bucket). Per-IP state is dropped as soon as an IP
+has no connection and a full bucket, so memory follows the live
+connections, not the history.
+
+The global cap keeps headroom for allow-listed networks, as PostgreSQL's
+``superuser_reserved_connections`` does: other addresses are refused once
+``max_connections - reserved_connections`` are open, so a flood from them
+never shuts out monitoring, other edges or the origin; ``max_connections``
+itself binds everyone, allow-listed or not, so file descriptors stay bounded.
 """
 
 from __future__ import annotations
@@ -21,9 +27,13 @@ __all__ = ["AdmissionGuard", "AdmissionRules"]
 
 @dataclass(frozen=True, slots=True)
 class AdmissionRules:
+    """Limits at accept time; ``reserved_connections`` of ``max_connections``
+    are for allow-listed addresses only (0: no reserve)."""
+
     max_connections: int = 10_000
     max_connections_per_ip: int = 200
     connections_per_second_per_ip: float = 20.0
+    reserved_connections: int = 0
 
 
 class _PerIp:
@@ -50,7 +60,10 @@ class AdmissionGuard:
         rules = self.rules
         if not allowed and self.bans.is_banned(ip, now):
             return "banned"
-        if self.connections >= rules.max_connections:
+        cap = rules.max_connections
+        if not allowed:
+            cap -= rules.reserved_connections  # the reserve is for trusted networks
+        if self.connections >= cap:
             return "max_connections"
         state = self._ips.get(ip)
         if state is None:
