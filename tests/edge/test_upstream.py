@@ -131,10 +131,12 @@ async def shutdown(server: asyncio.Server, *logs: OriginLog) -> None:
         for transport in log.transports:
             if isinstance(transport, asyncio.StreamWriter):
                 await transport.wait_closed()
-        if log.connections:  # a ScriptedOrigin's, which counts its ends
-            await await_until(
-                lambda log=log: log.lost == log.connections, timeout=5, what="connections closed"
-            )
+    # A ScriptedOrigin counts its connections' ends (a StreamWriter's log, none at all).
+    await await_until(
+        lambda: all(log.lost == log.connections for log in logs),
+        timeout=5,
+        what="connections closed",
+    )
 
 
 async def serve(

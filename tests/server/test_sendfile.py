@@ -86,6 +86,7 @@ def test_sendfile_fanout_delivers_every_byte_to_fast_and_stalled_players() -> No
                 what="the last flush to reach the fast players",
             )
             stream = srv.ctx.hub.get("live", "big")  # type: ignore[union-attr]
+            assert stream is not None
             by_sendfile = stream.bytes_sendfile
             pub.close()  # the players are told, and stop collecting
             results = await asyncio.gather(*tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from functools import partial
 
 from streamgate.client import RtmpClient, _Protocol, parse_rtmp_url
 from streamgate.rtmp.events import MediaReceived, StatusReceived
@@ -153,7 +154,7 @@ def test_edge_drops_commands_after_its_refusal_closed_the_session() -> None:
                 source, sid = await origin.run_async(publisher(origin, "pinned"))
                 frame = KEY + bytes(10)
                 for i in range(3):  # sent on the origin's loop, where the client lives
-                    origin.call(lambda i=i: source.send_media(sid, MsgType.VIDEO, i * 40, frame))
+                    origin.call(partial(source.send_media, sid, MsgType.VIDEO, i * 40, frame))
                 client = await RtmpClient.open(edge.url("x"))
                 client.conn.create_stream()
                 client.conn.create_stream()
