@@ -38,7 +38,7 @@ test: $(STAMP) system-packages
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not interop"
 
-## lint: ruff and mypy (strict) on the package
+## lint: ruff and mypy (strict) on the package and its tests (pyproject.toml [tool.mypy])
 lint: $(STAMP)
 	$(BIN)/ruff check streamgate tests
 	$(BIN)/mypy

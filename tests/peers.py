@@ -54,13 +54,15 @@ import time
 import urllib.request
 import weakref
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, NoReturn, Self
 
 import pytest
+
+from tests.waiting import wait_until as wait_until  # re-exported: its old home
 
 LOOPBACK = "127.0.0.1"
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -184,17 +186,6 @@ def listening_ports(pid: int) -> set[int]:
             if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:
                 ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05
-) -> None:
-    """Poll ``condition`` until it is true; raise :class:`TimeoutError` naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for: {what}")
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- processes
@@ -517,7 +508,9 @@ http {{
                 problem = f"nginx did not listen on both ports within {timeout:.1f}s"
             else:
                 time.sleep(0.05)
-        time.sleep(0.1)  # let nginx finish writing its log
+        # Its log is complete once it has exited, as it does after an [emerg].
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)
         raise PeerError(
             f"nginx-rtmp did not come up on rtmp={self.rtmp_port} http={self.http_port}: "
             f"{problem}\n{self.logs()}"

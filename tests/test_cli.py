@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def streamgate(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    result: subprocess.CompletedProcess[str] = subprocess.run(
         [sys.executable, "-m", "streamgate", *args],
         capture_output=True,
         text=True,
@@ -25,6 +25,7 @@ def streamgate(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         **kw,  # type: ignore[call-overload]
     )
+    return result
 
 
 def test_check_config_accepts_the_default() -> None:
@@ -165,7 +166,7 @@ def test_sighup_reload_keeps_players_and_sigterm_says_goodbye(tmp_path: Path) ->
                         if client is not None:
                             client.close()
                         client = None
-                        await asyncio.sleep(0.2)
+                        await asyncio.sleep(0.2)  # not playable yet: try again, 100 times
                 assert client is not None
 
                 async def count(seconds: float) -> tuple[int, list[str]]:

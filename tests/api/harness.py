@@ -9,6 +9,7 @@ peers on the server loop with ``srv.run(...)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.client
 import json
@@ -207,6 +208,11 @@ def send_frames(client: RtmpClient, sid: int, start: int, count: int) -> None:
 
 
 async def close_all(*clients: RtmpClient) -> None:
+    """Close ``clients`` and return once each connection is gone."""
     for client in clients:
         client.close()
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        for client in clients:
+            with contextlib.suppress(ConnectionError):
+                while True:  # ends with the connection
+                    await client.next_event()

@@ -36,7 +36,7 @@ class Feed:
         while not self.client.closed:
             send_frames(self.client, self.sid, frame, 1)
             frame += 1
-            await asyncio.sleep(0.04)
+            await asyncio.sleep(0.04)  # a live source: 25 frames a second
 
     def stop(self) -> None:
         self.origin.call(self.client.close)

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 from streamgate.edge.hub import EdgeHub, EdgeTiming
-from streamgate.edge.ingest import LinkSink
+from streamgate.edge.ingest import LinkSink, PlayWaiter
 from streamgate.edge.origins import Origin, OriginPool
 from streamgate.relay.clock import FakeClock
 from streamgate.relay.stream import FanoutSettings, Stream
@@ -58,7 +58,7 @@ class Player:
     refused: tuple[str, str] | None = None
     sink: RecordingPlayer = field(default_factory=RecordingPlayer)
     handle: object = None  # the stream's player handle once attached
-    wait: object = None  # the hub's wait handle while waiting
+    wait: PlayWaiter | None = None  # the hub's wait handle while waiting
 
     def ready(self, stream: Stream) -> None:
         self.stream = stream
@@ -113,4 +113,5 @@ class Edge:
         return player
 
     def cancel(self, player: Player, name: str = "x") -> None:
+        assert player.wait is not None, "the player is not waiting"
         self.hub.cancel_play("live", name, player.wait)

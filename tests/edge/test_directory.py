@@ -284,7 +284,7 @@ def _poll_once(handler: Handler, interval: float = 0.3) -> Listing:
 def test_a_silent_directory_times_out_and_is_not_trusted() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # silent for longer than the poll's timeout: under test
         finally:
             writer.close()
 

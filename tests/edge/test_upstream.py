@@ -23,6 +23,7 @@ from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
 from streamgate.rtmp.events import ConnectRequested, PlayRequested
 from streamgate.rtmp.messages import MsgType, Status
 from tests.relay.sinks import AAC_CONFIG, AVC_CONFIG, AVC_INTER, AVC_KEY
+from tests.waiting import await_until
 
 
 @dataclass
@@ -85,6 +86,9 @@ class ScriptedOrigin(asyncio.Protocol):
         self.log.connections += 1
         self.log.transports.append(transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.log.lost += 1
+
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
         events = self.conn.receive_data(data)
@@ -109,6 +113,7 @@ class ScriptedOrigin(asyncio.Protocol):
 @dataclass
 class OriginLog:
     connections: int = 0
+    lost: int = 0  # connections whose end this side has seen
     acks: list[int] = field(default_factory=list)
     seen_handshake: bool = False
     transports: list[Any] = field(default_factory=list)
@@ -116,13 +121,22 @@ class OriginLog:
 
 
 async def shutdown(server: asyncio.Server, *logs: OriginLog) -> None:
-    """Close the listener and every connection it accepted."""
+    """Close the listener and every connection it accepted; return once they are gone."""
     server.close()
     for log in logs:
         for transport in log.transports:
             transport.close()
     await server.wait_closed()
-    await asyncio.sleep(0.01)
+    for log in logs:
+        for transport in log.transports:
+            if isinstance(transport, asyncio.StreamWriter):
+                await transport.wait_closed()
+    # A ScriptedOrigin counts its connections' ends (a StreamWriter's log, none at all).
+    await await_until(
+        lambda: all(log.lost == log.connections for log in logs),
+        timeout=5,
+        what="connections closed",
+    )
 
 
 async def serve(
@@ -177,9 +191,7 @@ def test_srs_like_origin_is_played_and_acked() -> None:
         server, port, log = await serve(srs_like)
         sink = RecordingSink()
         link = open_link(port, sink)
-        async with asyncio.timeout(10):
-            while sink.media < 33:
-                await asyncio.sleep(0.02)
+        await await_until(lambda: sink.media >= 33, timeout=10, what="all the media")
         link.close()
         await shutdown(server, log)
         return sink, log
@@ -267,9 +279,7 @@ def test_redirect_is_followed() -> None:
         front, front_port, front_log = await serve(reject=info)
         sink = RecordingSink()
         link = open_link(front_port, sink)
-        async with asyncio.timeout(10):
-            while sink.media < 5:
-                await asyncio.sleep(0.02)
+        await await_until(lambda: sink.media >= 5, timeout=10, what="media from the real origin")
         link.close()
         await shutdown(real, real_log)
         await shutdown(front, front_log)
@@ -339,9 +349,7 @@ def test_merged_reads_deliver_everything_in_few_batches(merge_delay: float) -> N
             receive(data)
 
         link.data_received = counting
-        async with asyncio.timeout(10):
-            while sink.media < 40:
-                await asyncio.sleep(0.01)
+        await await_until(lambda: sink.media >= 40, timeout=10, what="all the media")
         link.close()
         await shutdown(server, log)
         return sink
@@ -364,13 +372,17 @@ def test_merged_reads_deliver_everything_in_few_batches(merge_delay: float) -> N
 
 
 def test_unpublish_held_in_a_merged_read_is_heard_when_the_origin_hangs_up() -> None:
+    sink = RecordingSink()
+
     async def unpublish_and_close(
         conn: ServerConnection, sid: int, transport: asyncio.Transport
     ) -> None:
         conn.accept_play(sid, "x")
         transport.write(conn.data_to_send())
         transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_KEY))
-        await asyncio.sleep(0.1)  # the link holds what follows (merge_delay 5 s)
+        # The first keyframe is handed over at once; the link holds what follows
+        # (merge_delay 5 s).
+        await await_until(lambda: sink.media == 1, timeout=5, what="the keyframe")
         transport.write(conn._encoder.encode(7, 40, MsgType.VIDEO, sid, AVC_INTER))
         conn.send_status(sid, Status.PLAY_UNPUBLISH_NOTIFY, "publisher left")
         transport.write(conn.data_to_send())
@@ -378,7 +390,6 @@ def test_unpublish_held_in_a_merged_read_is_heard_when_the_origin_hangs_up() -> 
 
     async def scenario() -> RecordingSink:
         server, port, log = await serve(unpublish_and_close)
-        sink = RecordingSink()
         open_link(port, sink, merge_delay=5.0)
         async with asyncio.timeout(10):
             await sink.done.wait()
@@ -393,6 +404,9 @@ def test_unpublish_held_in_a_merged_read_is_heard_when_the_origin_hangs_up() -> 
 def test_merged_reads_never_hold_the_first_keyframe() -> None:
     """Cold start: headers, then the keyframe in a later read, arrive at once."""
 
+    sink = RecordingSink()
+    wrote_all = asyncio.Event()
+
     async def headers_then_keyframe(
         conn: ServerConnection, sid: int, transport: asyncio.Transport
     ) -> None:
@@ -400,21 +414,22 @@ def test_merged_reads_never_hold_the_first_keyframe() -> None:
         transport.write(conn.data_to_send())
         transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_CONFIG))
         transport.write(conn._encoder.encode(6, 0, MsgType.AUDIO, sid, AAC_CONFIG))
-        await asyncio.sleep(0.1)
+        # Each write once the link handed over the one before: three reads.
+        await await_until(lambda: sink.media >= 2, timeout=5, what="the headers")
         transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_KEY))
-        await asyncio.sleep(0.1)
+        await await_until(lambda: sink.media >= 3, timeout=5, what="the keyframe")
         transport.write(conn._encoder.encode(7, 40, MsgType.VIDEO, sid, AVC_INTER))
+        wrote_all.set()
 
     async def scenario() -> float:
         server, port, log = await serve(headers_then_keyframe)
-        sink = RecordingSink()
         link = open_link(port, sink, merge_delay=5.0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         async with asyncio.timeout(3):  # far less than the 5 s merge delay
-            while sink.media < 3:
-                await asyncio.sleep(0.01)
+            await wrote_all.wait()  # the keyframe arrived, and the next frame was sent
         took = loop.time() - started
+        # Held means not handed over for a while: 0.3 s, far less than the 5 s delay.
         await asyncio.sleep(0.3)
         held = sink.media  # the frame after the keyframe waits for the merge delay
         link.close()

@@ -19,9 +19,10 @@ from streamgate.rtmp.events import MediaReceived
 from streamgate.rtmp.messages import MsgType, Status
 from tests.auth.hookserver import HookServer
 from tests.interop.test_edge import CountingConnector, play
-from tests.peers import free_port, need, play_status, probe, publisher, wait_until
+from tests.peers import free_port, need, play_status, probe, publisher
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import INTER, KEY
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -156,7 +157,7 @@ def test_unauthorised_flood_causes_zero_upstream_connections(origin: ServerThrea
     try:
 
         async def flood() -> list[list[str]]:
-            results = []
+            results: list[list[str]] = []
             for batch in range(10):
                 urls = [
                     f"{edge.url(f's{batch}-{i}')}?exp=9999999999&sig=forged" for i in range(100)
@@ -227,7 +228,10 @@ def test_bad_tokens_ban_the_ip_closed_before_handshake_and_bans_survive_reload()
             limits={**limits, "ban_time": 999},
         )
         srv.call(lambda: srv.ctx.apply(new))  # type: ignore[union-attr]
+        banned = counters["rejected:banned"]
         assert handshake_bytes_on_connect(srv.port) == b""  # still banned after the reload
+        # ... by the ban itself: the connection was refused as banned, not lost otherwise
+        assert srv.call(lambda: srv.ctx.counters["rejected:banned"]) == banned + 1  # type: ignore[union-attr]
 
 
 def test_an_allow_listed_ip_is_never_banned() -> None:
@@ -261,7 +265,7 @@ def test_idle_connections_and_a_connect_flood_do_not_stop_a_legitimate_player() 
 
         def connect_flood() -> None:
             deadline = time.monotonic()
-            while not stop.is_set():
+            while not stop.is_set():  # 200 connects a second, paced
                 deadline += 1 / 200
                 try:
                     with socket.create_connection(("127.0.0.1", srv.port), timeout=2):
@@ -293,7 +297,7 @@ def test_idle_connections_and_a_connect_flood_do_not_stop_a_legitimate_player() 
                 pub.close()
                 return elapsed, srv.ctx.admission.connections  # type: ignore[union-attr]
 
-            time.sleep(1.0)  # the flood is on
+            wait_until(lambda: flood_count[0] >= 100, timeout=10, what="the flood to be on")
             elapsed, connections = srv.run(legitimate(), timeout=30)
             print(
                 f"legitimate player started in {elapsed * 1000:.0f} ms beside "

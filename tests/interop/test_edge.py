@@ -24,7 +24,7 @@ import pytest
 import uvloop
 
 from streamgate.client import RtmpClient
-from streamgate.edge.ingest import LinkSink
+from streamgate.edge.ingest import IngestState, LinkSink
 from streamgate.edge.origins import Origin
 from streamgate.errors import UpstreamError
 from streamgate.rtmp.events import MediaReceived, StatusReceived
@@ -40,9 +40,9 @@ from tests.peers import (
     start_publisher,
     stop_process,
     wait_port,
-    wait_until,
 )
 from tests.server.harness import ServerThread
+from tests.waiting import await_until, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -81,6 +81,17 @@ class CountingConnector:
             return sum(1 for _, n in self.opens if name is None or n == name)
 
 
+def ingest_state(edge: ServerThread, name: str, app: str = "live") -> IngestState | None:
+    """The state of the edge's ingest of ``app``/``name`` (None: there is none)."""
+
+    def read() -> IngestState | None:
+        assert edge.ctx is not None and edge.ctx.edge is not None
+        ingest = edge.ctx.edge.ingests.get((app, name))
+        return None if ingest is None else ingest.state
+
+    return edge.call(read)
+
+
 def edge_server(origin_port: int, **edge: Any) -> tuple[ServerThread, CountingConnector]:
     settings = {"origins": [f"rtmp://127.0.0.1:{origin_port}"], **edge}
     srv = ServerThread(mode="edge", edge=settings).start()  # type: ignore[arg-type]
@@ -99,9 +110,17 @@ class PlayResult:
     closed: bool = False
 
 
-async def play(url: str, media: int, timeout: float = 20.0, stop_on_end: bool = True) -> PlayResult:
-    """Play until ``media`` messages arrived, the stream ended, or the timeout."""
-    result = PlayResult()
+async def play(
+    url: str,
+    media: int,
+    timeout: float = 20.0,
+    stop_on_end: bool = True,
+    result: PlayResult | None = None,
+) -> PlayResult:
+    """Play until ``media`` messages arrived, the stream ended, or the timeout.
+
+    Pass ``result`` to watch it fill while the play runs."""
+    result = PlayResult() if result is None else result
     client = await RtmpClient.open(url)
     try:
         await client.play()
@@ -172,8 +191,8 @@ def test_hundred_players_one_upstream_from_nginx_origin(tmp_path: Path) -> None:
 
             async def crowd() -> list[PlayResult]:
                 tasks = [asyncio.ensure_future(play(edge.url("x"), 30)) for _ in range(100)]
-                while not all(t.done() for t in tasks):
-                    await asyncio.sleep(0.2)
+                while not all(t.done() for t in tasks):  # a sample every 0.2 s until done
+                    await asyncio.wait(tasks, timeout=0.2)
                     seen.append(await asyncio.to_thread(nginx.nclients, "live", "x"))
                 return [t.result() for t in tasks]
 
@@ -242,7 +261,7 @@ def test_flood_of_missing_names_is_bounded_and_origin_stays_responsive() -> None
                         result = await play(edge.url(name), 1, timeout=15)
                     except (UpstreamError, OSError):
                         outcomes["connect-error"] += 1
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(0.05)  # a retrying client's pause
                         continue
                     outcomes[result.statuses[-1] if result.statuses else "no-status"] += 1
 
@@ -253,15 +272,16 @@ def test_flood_of_missing_names_is_bounded_and_origin_stays_responsive() -> None
                     through = await play(edge.url("real"), 10, timeout=10)
                     direct_media.append(direct.media)
                     edge_media.append(through.media)
-                    await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
+                    await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - started)))  # 1 per 3 s
 
             async def flood() -> None:
                 # Someone is already watching "real" through the edge, as viewers of
                 # a real stream usually are: its link is shared, no connect needed.
+                watching = PlayResult()
                 watcher = asyncio.ensure_future(
-                    play(edge.url("real"), 1_000_000, timeout=duration + 20)
+                    play(edge.url("real"), 1_000_000, timeout=duration + 20, result=watching)
                 )
-                await asyncio.sleep(2)
+                await await_until(lambda: watching.media > 0, timeout=15, what="the watcher")
                 stop_at = time.monotonic() + duration
                 await asyncio.gather(
                     legitimate(stop_at),
@@ -303,8 +323,9 @@ def test_frozen_publisher_ends_edge_players_and_closes_link() -> None:
         try:
 
             async def watch() -> tuple[float, PlayResult]:
-                task = asyncio.ensure_future(play(edge.url("z"), 10_000, timeout=30))
-                await asyncio.sleep(2)
+                result = PlayResult()
+                task = asyncio.ensure_future(play(edge.url("z"), 10_000, timeout=30, result=result))
+                await await_until(lambda: result.media > 10, timeout=15, what="media flowing")
                 os.kill(pub.pid, signal.SIGSTOP)
                 frozen = time.monotonic()
                 result = await task
@@ -365,23 +386,27 @@ def test_origin_killed_and_restarted_within_grace_players_continue(tmp_path: Pat
     try:
         wait_playable(origin.url("r"))
 
-        async def scenario() -> PlayResult:
+        async def scenario() -> tuple[PlayResult, int]:
             nonlocal origin
-            task = asyncio.ensure_future(play(edge.url("r"), 10_000, timeout=25))
-            await asyncio.sleep(3)
+            result = PlayResult()
+            task = asyncio.ensure_future(play(edge.url("r"), 10_000, timeout=25, result=result))
+            await await_until(lambda: len(result.video_stamps) >= 50, timeout=15, what="video")
             origin.kill()
             await asyncio.to_thread(stop_process, pubs[0])
-            await asyncio.sleep(3)
+            # Down until the edge has seen the loss and tried again (and failed).
+            await await_until(lambda: connects.count("r") >= 2, timeout=10, what="a retry")
+            before_restart = len(result.video_stamps)
             origin = await asyncio.to_thread(OriginProcess, port, tmp_path)
             pubs.append(start_publisher(origin.url("r")))
-            return await task
+            return await task, before_restart
 
-        result = edge.run(scenario(), timeout=60)
+        result, before_restart = edge.run(scenario(), timeout=60)
         assert not any(code in result.statuses for code in END_CODES), result.statuses
-        assert connects.count("r") >= 2  # it reconnected
+        assert connects.count("r") >= 3  # it reconnected
         stamps = result.video_stamps
         assert stamps == sorted(stamps), "timestamps went back across the reconnect"
         assert len(stamps) > 200  # media before and after the outage
+        assert len(stamps) > before_restart + 50  # ... after it, from the restarted origin
     finally:
         edge.stop()
         origin.kill()
@@ -399,15 +424,19 @@ def test_origin_killed_not_back_within_grace_players_get_play_failed(tmp_path: P
         wait_playable(origin.url("g"))
 
         async def scenario() -> PlayResult:
-            task = asyncio.ensure_future(play(edge.url("g"), 10_000, timeout=30))
-            await asyncio.sleep(2)
+            result = PlayResult()
+            task = asyncio.ensure_future(play(edge.url("g"), 10_000, timeout=30, result=result))
+            await await_until(lambda: result.media > 0, timeout=15, what="media flowing")
             origin.kill()
             return await task
 
         result = edge.run(scenario(), timeout=60)
         assert result.statuses[-1] == Status.PLAY_FAILED
         assert result.media > 0
+        wait_until(lambda: ingest_state(edge, "g") is None, timeout=5, what="the ingest to end")
         attempts = connects.count("g")
+        assert attempts >= 2  # it did retry within the grace: there was something to stop
+        # Nothing may follow: watched for four times the longest backoff (0.5 s).
         time.sleep(2)
         assert connects.count("g") == attempts  # retrying stopped with the players
     finally:
@@ -441,7 +470,11 @@ def test_linger_reuses_the_link_with_instant_start(origin: ServerThread) -> None
     try:
         first = edge.run(play(edge.url("x"), 20))
         assert first.media >= 20
-        time.sleep(1)  # the last player left; the link lingers
+        wait_until(
+            lambda: ingest_state(edge, "x") is IngestState.LINGER,
+            timeout=5,
+            what="the last player to leave; the link lingers",
+        )
         second = edge.run(play(edge.url("x"), 5))
         assert second.media >= 5 and second.first_video_key is True
         assert connects.count("x") == 1

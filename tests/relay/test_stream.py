@@ -452,7 +452,9 @@ def test_a_joiner_of_a_toggled_group_gets_the_gop_of_its_kinds() -> None:
         max_size=80,
     )
 )
-def test_any_mix_of_toggles_joins_and_leaves_keeps_each_player_in_order(ops: list) -> None:
+def test_any_mix_of_toggles_joins_and_leaves_keeps_each_player_in_order(
+    ops: list[tuple[str, int, int]],
+) -> None:
     """Whatever players do, each gets media in order, nothing twice, and after its
     last change has taken effect only the kinds it asked for."""
     clock, stream = make(merge_ms=50)

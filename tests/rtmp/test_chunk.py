@@ -280,7 +280,7 @@ def test_chunk_encoder_many_messages_on_several_chunk_streams() -> None:
     encoder = ChunkEncoder()
     encoder.chunk_size = 100
     clocks = {3: 0, 5: 0, 6: 0, 7: 0, 70: 0, 400: 0}
-    specs = []
+    specs: list[tuple[int, int, int, int, bytes]] = []
     for _ in range(400):
         csid = rng.choice(list(clocks))
         clocks[csid] += rng.choice([0, 0, 23, 23, 40, EXT, 0x1000000])
@@ -590,7 +590,7 @@ def pyrtmp_decode(data: bytes) -> list[Message]:
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
-        session = SessionManager(reader=reader, writer=None)  # type: ignore[arg-type]
+        session = SessionManager(reader=reader, writer=None)
         out = []
         try:
             async for chunk in session.read_chunks_from_stream():

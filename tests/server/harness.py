@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from streamgate.client import RtmpClient
 from streamgate.config import Settings, load_settings
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
+from streamgate.server.session import RtmpSession
 
 T = TypeVar("T")
 
@@ -119,3 +121,17 @@ class ServerThread:
 
     def published(self, name: str, app: str = "live") -> bool:
         return self.call(lambda: self.ctx is not None and self.ctx.hub.get(app, name) is not None)
+
+    # On the server's loop only (in a scenario given to run(), or through call()):
+
+    def session_of(self, client: RtmpClient) -> RtmpSession | None:
+        """The server's open session for ``client``, matched by the client's address."""
+        assert self.ctx is not None and client.transport is not None
+        host, port = client.transport.get_extra_info("sockname")[:2]
+        peer = f"{host}:{port}"
+        return next((s for s in self.ctx.sessions.values() if s.peer == peer), None)
+
+    def idle(self) -> bool:
+        """No session is left open: every client's close has reached the server."""
+        assert self.ctx is not None
+        return not self.ctx.sessions

@@ -20,6 +20,7 @@ from streamgate.rtmp.events import MediaReceived
 from streamgate.rtmp.handshake import ClientHandshake
 from streamgate.rtmp.messages import MsgType, Status
 from tests.server.harness import ServerThread
+from tests.waiting import await_until
 
 KEY = b"\x17\x01\x00\x00\x00"
 INTER = b"\x27\x01\x00\x00\x00"
@@ -60,7 +61,7 @@ class Bystanders:
             payload = (KEY if self.ts % 400 == 0 else INTER) + bytes(100)
             self.pub.send_media(self.sid, MsgType.VIDEO, self.ts, payload)
             self.ts += 40
-            if i % 5 == 4:
+            if i % 5 == 4:  # a live source: a few frames, then a pause
                 await asyncio.sleep(0.01)
 
     def close(self) -> None:
@@ -73,9 +74,8 @@ class Bystanders:
     async def check_intact(self) -> None:
         """Send more and see the player get every message, in order."""
         await self.send(10)
-        async with asyncio.timeout(10):
-            while len(self.received) < self.ts // 40:
-                await asyncio.sleep(0.02)
+        sent = self.ts // 40
+        await await_until(lambda: len(self.received) >= sent, timeout=10, what="every message")
         assert self.received == list(range(0, self.ts, 40))
 
 
@@ -124,7 +124,7 @@ def run_with_bystanders(srv: ServerThread, offender: object) -> None:
             await good.check_intact()
         finally:
             good.close()
-            await asyncio.sleep(0.05)
+            await await_until(srv.idle, timeout=5, what="every connection to be closed")
 
     srv.run(scenario(), timeout=60)
 
@@ -245,21 +245,25 @@ def test_slow_player_is_skipped_then_dropped_without_slowing_others(merge_ms: in
 
             reader = asyncio.get_running_loop().create_task(read_fast())
             sent = []
-            for i in range(400):  # ~16 MB over ~4 s, far more than the slow socket holds
+            # ~16 MB over ~4 s, far more than the slow socket holds, for far longer
+            # than the slow_player_timeout: the pace is the live source's.
+            for i in range(400):
                 key = i % 10 == 0
                 body = (KEY if key else INTER) + bytes(100_000 if key else 30_000)
                 pub.send_media(sid, MsgType.VIDEO, i * 10, body)
                 sent.append(i * 10)
                 await asyncio.sleep(0.01)
-            async with asyncio.timeout(20):
-                while len(got) < len(sent):
-                    await asyncio.sleep(0.05)
+            await await_until(lambda: len(got) >= len(sent), timeout=20, what="all of it, fast")
             reader.cancel()
+            counters = srv.ctx.counters  # type: ignore[union-attr]
+            await await_until(
+                lambda: counters["slow_players_dropped"] > 0, timeout=10, what="the slow drop"
+            )
             stream = srv.ctx.hub.get("live", "fat")  # type: ignore[union-attr]
             players_left = stream.player_count if stream is not None else -1
             for client in (pub, slow, fast):
                 client.close()
-            await asyncio.sleep(0.05)
+            await await_until(srv.idle, timeout=5, what="every connection to be closed")
             return sent, got, players_left
 
         sent, got, players_left = srv.run(scenario(), timeout=90)

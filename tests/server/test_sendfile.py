@@ -7,9 +7,9 @@ import asyncio
 import itertools
 import os
 import random
+import select
 import socket
 import struct
-import time
 
 import pytest
 import uvloop
@@ -25,6 +25,7 @@ from tests.relay.sinks import RecordingPlayer
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import INTER, KEY
 from tests.server.test_session import publisher
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.skipif(not sendfile_available(), reason="no memfd_create/sendfile")
 
@@ -38,9 +39,12 @@ def frame(i: int) -> bytes:
     return head + i.to_bytes(4, "big") + random.Random(i).randbytes(120_000)
 
 
-async def collect(client: RtmpClient, stall: float = 0.0) -> list[tuple[int, bytes]]:
-    got: list[tuple[int, bytes]] = []
-    if stall:  # reads nothing: its socket fills, then its server-side buffer
+async def collect(
+    client: RtmpClient, stall: float = 0.0, got: list[tuple[int, bytes]] | None = None
+) -> list[tuple[int, bytes]]:
+    """The video ``client`` receives (into ``got`` as it comes) until the unpublish."""
+    got = [] if got is None else got
+    if stall:  # reads nothing for that long: its socket fills, then its server-side buffer
         client.transport.pause_reading()  # type: ignore[union-attr]
         await asyncio.sleep(stall)
         client.transport.resume_reading()  # type: ignore[union-attr]
@@ -70,13 +74,20 @@ def test_sendfile_fanout_delivers_every_byte_to_fast_and_stalled_players() -> No
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
                 await client.play()
                 players.append(client)
-            tasks = [asyncio.ensure_future(collect(c)) for c in players[:3]]
+            fast: list[list[tuple[int, bytes]]] = [[], [], []]
+            pairs = zip(players[:3], fast, strict=True)
+            tasks = [asyncio.ensure_future(collect(c, got=g)) for c, g in pairs]
             tasks.append(asyncio.ensure_future(collect(players[3], stall=2.5)))
             for i in range(1, FRAMES):
-                await asyncio.sleep(1 / FPS)
+                await asyncio.sleep(1 / FPS)  # a live source's pace
                 pub.send_media(sid, MsgType.VIDEO, i * 40, frame(i))
-            await asyncio.sleep(0.5)
+            await await_until(
+                lambda: all(len(g) >= FRAMES for g in fast),
+                timeout=15,
+                what="the last flush to reach the fast players",
+            )
             stream = srv.ctx.hub.get("live", "big")  # type: ignore[union-attr]
+            assert stream is not None
             by_sendfile = stream.bytes_sendfile
             pub.close()  # the players are told, and stop collecting
             results = await asyncio.gather(*tasks)
@@ -111,14 +122,17 @@ def test_a_player_that_resets_mid_stream_leaves_as_a_disconnect_not_a_slow_drop(
             await gone.play()
             keep = asyncio.ensure_future(collect(stays))
             for i in range(1, 40):
-                await asyncio.sleep(1 / FPS)
+                await asyncio.sleep(1 / FPS)  # a live source's pace
                 pub.send_media(sid, MsgType.VIDEO, i * 40, frame(i))
                 if i == 10:  # RST: the server learns of it from the next send
                     sock = gone.transport.get_extra_info("socket")  # type: ignore[union-attr]
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     gone.transport.abort()  # type: ignore[union-attr]
-            await asyncio.sleep(0.5)
-            players = srv.ctx.hub.get("live", "big").player_count  # type: ignore[union-attr]
+            stream = srv.ctx.hub.get("live", "big")  # type: ignore[union-attr]
+            assert stream is not None
+            # The reset player is gone (else "not dropped" below would prove nothing).
+            await await_until(lambda: stream.player_count == 1, timeout=10, what="the reset seen")
+            players = stream.player_count
             pub.close()
             got = await keep
             stays.close()
@@ -151,7 +165,11 @@ def test_a_reset_found_by_sendfile_is_left_to_the_transport_to_report() -> None:
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         peer.close()  # RST, and this loop does not run before the send below
         listener.close()
-        time.sleep(0.1)  # noqa: ASYNC251 - on purpose: the loop must not see the reset
+        # Wait for the RST to reach our socket without running the loop, which must
+        # not see it: poll() reports it (POLLHUP/POLLERR) and consumes nothing.
+        poller = select.poll()
+        poller.register(transport.get_extra_info("socket").fileno(), select.POLLIN)
+        assert poller.poll(5000), "the reset never arrived"
         stream.on_media(MsgType.VIDEO, 0, frame(0))  # merge_ms=0: flushed at once
         exc = await asyncio.wait_for(protocol.lost, 5)
         return sink.dropped, isinstance(exc, OSError)

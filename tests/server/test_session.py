@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from functools import partial
 
 from streamgate.client import RtmpClient, _Protocol, parse_rtmp_url
-from streamgate.rtmp.events import MediaReceived
+from streamgate.rtmp.events import MediaReceived, StatusReceived
 from streamgate.rtmp.messages import MsgType, Status, UserControl, user_control
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import INTER, KEY
+from tests.waiting import await_until
 
 
 async def publisher(srv: ServerThread, name: str) -> tuple[RtmpClient, int]:
@@ -27,16 +29,31 @@ async def player(srv: ServerThread, name: str) -> RtmpClient:
     return client
 
 
-async def drain_media(client: RtmpClient, quiet: float = 0.3) -> list[int]:
-    stamps = []
+async def drain_media(
+    client: RtmpClient, expected: int, quiet: float = 0.3, timeout: float = 10.0
+) -> list[int]:
+    """The media timestamps ``client`` receives: at least ``expected`` of them (or
+    what came before ``timeout``), then whatever else arrives until ``quiet``
+    seconds pass without a message (a duplicate would come right behind)."""
+    stamps: list[int] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
         while True:
-            event = await asyncio.wait_for(client.next_event(), quiet)
+            wait = max(deadline - loop.time(), 0.0) if len(stamps) < expected else quiet
+            event = await asyncio.wait_for(client.next_event(), wait)
             if isinstance(event, MediaReceived):
                 stamps.append(event.timestamp)
     except (TimeoutError, ConnectionError):
         pass
     return stamps
+
+
+async def closed(srv: ServerThread, *clients: RtmpClient) -> None:
+    """Close ``clients`` and wait until the server has seen every session end."""
+    for client in clients:
+        client.close()
+    await await_until(srv.idle, timeout=5, what="the server to see every client leave")
 
 
 def test_one_stream_ending_on_a_multi_stream_player_leaks_nothing() -> None:
@@ -49,19 +66,25 @@ def test_one_stream_ending_on_a_multi_stream_player_leaks_nothing() -> None:
             multi = await RtmpClient.open(srv.url("b"))
             await multi.play("b")
             await multi.play("a")
-            await asyncio.sleep(0.2)
+            session = srv.session_of(multi)
+            assert session is not None
+            await await_until(
+                lambda: len(session.playing) == 2, timeout=5, what="multi to play a and b"
+            )
             h2 = await player(srv, "b")
             pub_a.close()  # a's publisher leaves: the multi-stream player is ended
-            await asyncio.sleep(0.3)
+            await await_until(
+                lambda: srv.session_of(multi) is None and srv.ctx.hub.get("live", "a") is None,  # type: ignore[union-attr]
+                timeout=5,
+                what="a's end to close the multi-stream player",
+            )
             for i in range(20):
                 frame = (KEY if i == 0 else INTER) + bytes(50)
                 pub_b.send_media(sid_b, MsgType.VIDEO, i * 40, frame)
-            got1, got2 = await drain_media(h1), await drain_media(h2)
+            got1, got2 = await drain_media(h1, 20), await drain_media(h2, 20)
             stream = srv.ctx.hub.get("live", "b")  # type: ignore[union-attr]
             count = stream.player_count if stream is not None else -1
-            for c in (pub_b, h1, h2, multi):
-                c.close()
-            await asyncio.sleep(0.05)
+            await closed(srv, pub_b, h1, h2, multi)
             return got1, got2, count
 
         got1, got2, count = srv.run(scenario())
@@ -77,18 +100,24 @@ def test_delete_stream_while_waiting_then_publisher_arrives() -> None:
         async def scenario() -> tuple[str, list[str]]:
             quitter = await RtmpClient.open(srv.url("w"))
             sid = await quitter.play("w")
-            await asyncio.sleep(0.1)
+            quitting = srv.session_of(quitter)
+            assert quitting is not None
+            await await_until(lambda: sid in quitting.waiting, timeout=5, what="quitter waits")
             quitter.conn.delete_stream(sid)
             quitter._flush()
             patient = await RtmpClient.open(srv.url("w"))
-            await patient.play("w")
-            await asyncio.sleep(0.2)
+            psid = await patient.play("w")
+            waiting = srv.session_of(patient)
+            assert waiting is not None
+            await await_until(
+                lambda: psid in waiting.waiting and not quitting.waiting,
+                timeout=5,
+                what="the patient to wait and the quitter's deleteStream to be handled",
+            )
             pub, _ = await publisher(srv, "w")  # must not be hurt by the quitter
             status = await patient.wait_status(timeout=5)
             statuses = [status.code]
-            for c in (quitter, patient, pub):
-                c.close()
-            await asyncio.sleep(0.05)
+            await closed(srv, quitter, patient, pub)
             return "ok", statuses
 
         _, statuses = srv.run(scenario())
@@ -106,9 +135,7 @@ def test_stray_user_control_from_a_client_is_ignored() -> None:
                 client.conn._send_control(MsgType.USER_CONTROL, user_control(event, 1))
             await client.play()
             status = await client.wait_status(Status.PLAY_START, timeout=5)
-            client.close()
-            pub.close()
-            await asyncio.sleep(0.05)
+            await closed(srv, client, pub)
             return [status.code]
 
         assert srv.run(scenario()) == [Status.PLAY_START]
@@ -123,25 +150,34 @@ def test_edge_drops_commands_after_its_refusal_closed_the_session() -> None:
         ).start()
         try:
 
-            async def scenario() -> int:
+            async def scenario() -> tuple[list[str], int]:
                 source, sid = await origin.run_async(publisher(origin, "pinned"))
-                for i in range(3):
-                    source.send_media(sid, MsgType.VIDEO, i * 40, KEY + bytes(10))
+                frame = KEY + bytes(10)
+                for i in range(3):  # sent on the origin's loop, where the client lives
+                    origin.call(partial(source.send_media, sid, MsgType.VIDEO, i * 40, frame))
                 client = await RtmpClient.open(edge.url("x"))
                 client.conn.create_stream()
                 client.conn.create_stream()
-                await asyncio.sleep(0.2)
                 client.conn.publish(1, "x")
                 client.conn.play(2, "pinned")
-                client._flush()
-                for i in range(3, 40):  # the origin stream stays live meanwhile
-                    source.send_media(sid, MsgType.VIDEO, i * 40, INTER + bytes(10))
-                    await asyncio.sleep(0.05)
-                client.close()
-                source.close()
-                return len(edge.ctx.edge.ingests)  # type: ignore[union-attr]
+                client._flush()  # all four commands in one write
+                # The thing under test ran: the edge answered the publish and closed.
+                # A play handled after that would have opened an ingest at once.
+                statuses = []
+                try:
+                    async with asyncio.timeout(5):
+                        while True:
+                            event = await client.next_event()
+                            if isinstance(event, StatusReceived):
+                                statuses.append(event.code)
+                except ConnectionError:
+                    pass
+                await closed(edge, client)
+                ingests = len(edge.ctx.edge.ingests)  # type: ignore[union-attr]
+                origin.call(source.close)
+                return statuses, ingests
 
-            assert edge.run(scenario()) == 0
+            assert edge.run(scenario()) == ([Status.PUBLISH_DENIED], 0)
         finally:
             edge.stop()
 
@@ -154,7 +190,11 @@ def test_player_congested_by_its_first_write_is_still_dropped() -> None:
             pub, sid = await publisher(srv, "big")
             pub.conn.set_chunk_size(65536)
             pub.send_media(sid, MsgType.VIDEO, 0, KEY + bytes(6_000_000))  # a huge GOP start
-            await asyncio.sleep(0.5)
+            stream = srv.ctx.hub.get("live", "big")  # type: ignore[union-attr]
+            assert stream is not None
+            await await_until(
+                lambda: stream.messages_in == 1, timeout=10, what="the GOP start to arrive"
+            )
             slow = RtmpClient(parse_rtmp_url(srv.url("big")))
             loop = asyncio.get_running_loop()
             sock = socket.socket()
@@ -168,13 +208,15 @@ def test_player_congested_by_its_first_write_is_still_dropped() -> None:
             await slow.next_event()
             await slow.play()
             transport.pause_reading()  # reads nothing more: the GOP start alone congests it
-            for i in range(1, 60):
+            counters = srv.ctx.counters  # type: ignore[union-attr]
+            for i in range(1, 60):  # a live source, 20 frames a second for 3 s
                 pub.send_media(sid, MsgType.VIDEO, i * 40, INTER + bytes(20_000))
                 await asyncio.sleep(0.05)
-            dropped = srv.ctx.counters["slow_players_dropped"]  # type: ignore[union-attr]
-            pub.close()
-            slow.close()
-            await asyncio.sleep(0.05)
+            await await_until(
+                lambda: counters["slow_players_dropped"] > 0, timeout=10, what="a slow drop"
+            )
+            dropped = counters["slow_players_dropped"]
+            await closed(srv, pub, slow)
             return dropped
 
         assert srv.run(scenario(), timeout=60) == 1
@@ -201,9 +243,8 @@ def test_odd_receive_commands_are_harmless() -> None:
             kept = len(session.receiving)
             for i in range(5):
                 pub.send_media(sid, MsgType.VIDEO, i * 40, (KEY if i == 0 else INTER) + bytes(50))
-            got = await drain_media(client)
-            client.close()
-            pub.close()
+            got = await drain_media(client, 5)
+            await closed(srv, client, pub)
             return got, kept
 
         got, kept = srv.run(scenario())
