@@ -198,10 +198,11 @@ def test_at_the_cap_the_longest_waiting_slow_head_gives_up_its_slot() -> None:
             for count in range(1, 4):  # one at a time: the first has waited longest
                 slow.append(gw.raw())
                 slow[-1].sendall(SLOW_HEAD)
-                wait_for(
-                    lambda n=count: gw.srv.call(lambda: len(api.http.connections)) == n,
-                    "the slow head admitted",
-                )
+
+                def admitted(n: int = count) -> bool:
+                    return gw.srv.call(lambda: len(api.http.connections)) == n
+
+                wait_for(admitted, "the slow head admitted")
             with gw.raw() as newcomer:
                 newcomer.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 assert statuses(read_until_closed(newcomer)) == [200]

@@ -10,6 +10,8 @@ state, must agree between the writers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from streamgate.relay.clock import FakeClock
 from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp import amf0
@@ -49,7 +51,7 @@ def _key(size: int, tag: int) -> bytes:
     return b"\x17\x01\x00\x00\x00" + bytes([tag]) * size
 
 
-def _media(events: list[object]) -> list[tuple[int, bytes]]:
+def _media(events: Sequence[object]) -> list[tuple[int, bytes]]:
     return [(e.type_id, e.payload) for e in events if isinstance(e, MediaReceived)]
 
 
