@@ -35,6 +35,7 @@ from streamgate.rtmp.events import (
 )
 from streamgate.rtmp.messages import Status
 from streamgate.server.delivery import TransportDelivery
+from streamgate.server.tcpinfo import queued_for
 
 if TYPE_CHECKING:
     from streamgate.server.context import ServerContext
@@ -106,7 +107,11 @@ class RtmpSession(asyncio.Protocol):
         log.debug("conn %d %s: connected", self.id, self.peer)
         high = self.ctx.settings.rtmp.player_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
-        self.conn = ServerConnection(self.ctx.limits, now=self.ctx.loop.time())
+        # Deadlines run from the TCP handshake, not from the accept: under a
+        # flood a connection may have waited in the accept queue (one overdue
+        # already is closed at once, which also drains the queue fastest).
+        started = now - queued_for(transport.get_extra_info("socket"))
+        self.conn = ServerConnection(self.ctx.limits, now=started)
         self.ctx.sessions[self.id] = self
         self._arm_timer()
 
