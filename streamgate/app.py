@@ -13,6 +13,7 @@ from streamgate.api import ApiServer, start_api
 from streamgate.config import Settings, listen_addresses, load_settings
 from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
+from streamgate.log import flush_floods
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
 
@@ -130,6 +131,9 @@ async def serve(
             if api is not None:
                 await api.close()  # before the RTMP listener closes
             await server.close()
+        # Counts still held back (a flood that just ended, the connections
+        # closed above) are written before the process goes.
+        flush_floods()
 
 
 def run(settings: Settings, config_path: str | None = None) -> None:

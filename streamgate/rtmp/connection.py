@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Callable
 from enum import Enum
@@ -136,12 +137,26 @@ def _text(value: Any) -> str:
 
 MAX_NAME: Final = 1024  # app and stream names, query strings included
 
+# C0, DEL, C1, line/paragraph separators, bidi controls (U+202E can make a
+# log line or a listing read backwards) and lone surrogates (bytes that were
+# not UTF-8): none has a place in a stream key, a URL or a file name.
+_UNPRINTABLE: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff]"
+)
 
-def _bounded(text: str, what: str) -> str:
-    """Names end up in keys, logs and URLs: a peer may not make them huge."""
+
+def _name_problem(text: str) -> str | None:
+    """Why an app or stream name is refused, or ``None``.
+
+    Names end up in keys, logs, URLs, API answers and file names: a peer may
+    not make them huge, nor hide control characters in them.
+    """
     if len(text) > MAX_NAME:
-        raise RemoteProtocolError(f"{what} longer than {MAX_NAME} characters")
-    return text
+        return f"longer than {MAX_NAME} characters"
+    if _UNPRINTABLE.search(text) is not None:
+        return "control or bidi characters"
+    return None
 
 
 class _Connection:
@@ -541,7 +556,12 @@ class ServerConnection(_Connection):
             raise RemoteProtocolError("connect sent twice")
         props = args[0] if args and isinstance(args[0], dict) else {}
         self._connect_tid = tid
-        app, query = split_query(_bounded(_text(props.get("app")), "app").strip("/"))
+        raw = _text(props.get("app"))
+        problem = _name_problem(raw)
+        if problem is not None:
+            self.reject_connect(f"invalid app name: {problem}")
+            raise RemoteProtocolError(f"invalid app name: {problem}")
+        app, query = split_query(raw.strip("/"))
         self.app = app
         self.tc_url = _text(props.get("tcUrl"))
         if not query and "?" in self.tc_url:
@@ -566,22 +586,29 @@ class ServerConnection(_Connection):
         if tid:
             self.send_command(0, "_result", tid, None, amf0.UNDEFINED)
 
+    def _stream_name(self, stream_id: int, args: list[Any], command: str, code: str) -> str:
+        """The name argument of publish or play; a bad one is refused with a status."""
+        if stream_id not in self.streams:
+            raise RemoteProtocolError(f"{command} on stream id {stream_id} that was not created")
+        raw = _text(args[1]) if len(args) > 1 else ""
+        problem = _name_problem(raw)
+        if problem is not None:
+            self.refuse(stream_id, code, f"invalid stream name: {problem}")
+            raise RemoteProtocolError(f"{command} refused: invalid stream name: {problem}")
+        return raw
+
     def _cmd_publish(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        raw = _bounded(_text(args[1]), "stream name") if len(args) > 1 else ""
+        raw = self._stream_name(stream_id, args, "publish", Status.PUBLISH_BAD_NAME)
         name, query = split_query(raw)
         kind = _text(args[2]) if len(args) > 2 else "live"
-        if stream_id not in self.streams:
-            raise RemoteProtocolError(f"publish on stream id {stream_id} that was not created")
         self._events.append(PublishRequested(stream_id, name, query, kind or "live"))
 
     def _cmd_play(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        raw = _bounded(_text(args[1]), "stream name") if len(args) > 1 else ""
+        raw = self._stream_name(stream_id, args, "play", Status.PLAY_FAILED)
         name, query = split_query(raw)
         start = _num(args[2], -2.0) if len(args) > 2 else -2.0
         duration = _num(args[3], -1.0) if len(args) > 3 else -1.0
         reset = bool(args[4]) if len(args) > 4 and isinstance(args[4], bool) else True
-        if stream_id not in self.streams:
-            raise RemoteProtocolError(f"play on stream id {stream_id} that was not created")
         self._events.append(PlayRequested(stream_id, name, query, start, duration, reset))
 
     def _cmd_delete_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["RtmpSession"]
 
 log = logging.getLogger("streamgate.session")
-refusals = logging.getLogger("streamgate.refusals")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
@@ -76,6 +75,13 @@ class RtmpSession(asyncio.Protocol):
         self.admitted = False  # counted by the admission guard
         self.connect_query = ""  # a token may ride on the app/tcUrl instead of the name
         self.authorizing: set[int] = set()  # stream ids waiting for an auth hook
+        # How the connection ended, for its one end line: what to say, the
+        # reason lines are grouped by (no peer-chosen names in it) and
+        # whether it was a refusal or an error. The first cause wins.
+        self.end_detail: str | None = None
+        self.end_reason = ""
+        self.end_failed = False
+        self.started = False  # played or published: a real client, not a flood
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -94,7 +100,12 @@ class RtmpSession(asyncio.Protocol):
         if reason is not None:
             # Before any handshake byte, with a reset: the accept loop moves on at once.
             self.ctx.counters[f"rejected:{reason}"] += 1
-            log.warning("connection from %s refused at accept: %s", self.ip, reason)
+            log.warning(
+                "connection from %s refused at accept: %s",
+                self.ip,
+                reason,
+                extra={"reason": f"refused at accept: {reason}"},
+            )
             self.closed = True
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -102,8 +113,8 @@ class RtmpSession(asyncio.Protocol):
             transport.abort()
             return
         self.admitted = True
-        # One info line per connection, when it ends (a flood of refused plays
-        # would otherwise pay for two); "playing"/"publishing" mark the starts.
+        # One line per connection, when it ends, saying why (a flood of refused
+        # plays would otherwise pay for two); "playing"/"publishing" mark the starts.
         log.debug("conn %d %s: connected", self.id, self.peer)
         high = self.ctx.settings.rtmp.player_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
@@ -141,17 +152,13 @@ class RtmpSession(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self._ending("closed by the peer" if exc is None else f"connection lost: {exc}")
         self.closed = True
         if self.admitted:
             self.admitted = False
             self.ctx.admission.release(self.ip)
-            log.info(
-                "conn %d %s: disconnected (%s, %.1f s)",
-                self.id,
-                self.peer,
-                self.role,
-                self.ctx.loop.time() - self.connected_at,
-            )
+            self._log_end()
         self.ctx.sessions.pop(self.id, None)
         drained = self.ctx.drained
         if drained is not None and not self.ctx.sessions and not drained.done():
@@ -159,6 +166,35 @@ class RtmpSession(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._detach()
+
+    def _ending(self, detail: str, reason: str | None = None, *, failed: bool = False) -> None:
+        """Remember why the connection ends (the first cause counts) for its end line."""
+        if self.end_detail is None:
+            self.end_detail = detail
+            self.end_reason = detail if reason is None else reason
+            self.end_failed = failed
+
+    def _log_end(self) -> None:
+        """The connection's one end line, with why it ended.
+
+        A connection that never played or published is what a flood is made
+        of: its line carries its reason, so the flood filter aggregates such
+        lines per reason whatever their level (refusals and errors are
+        warnings). A real client's end always gets its own line.
+        """
+        args = (
+            self.id,
+            self.peer,
+            self.role,
+            self.ctx.loop.time() - self.connected_at,
+            self.end_detail or "closed",
+        )
+        level = logging.WARNING if self.end_failed else logging.INFO
+        template = "conn %d %s: disconnected (%s, %.1f s): %s"
+        if self.started and not self.end_failed:
+            log.log(level, template, *args)
+        else:
+            log.log(level, template, *args, extra={"reason": self.end_reason})
 
     def _detach(self) -> None:
         """Leave every stream and wait list; safe to call more than once."""
@@ -212,7 +248,8 @@ class RtmpSession(asyncio.Protocol):
         self._arm_timer()
 
     def _fail(self, exc: StreamgateError) -> None:
-        log.warning("conn %d %s: %s; closing", self.id, self.peer, exc.description)
+        # Said by the end line, grouped by the error's own description.
+        self._ending(exc.description, failed=True)
         self.ctx.counters["protocol_errors"] += 1
         self.close()
 
@@ -220,6 +257,7 @@ class RtmpSession(asyncio.Protocol):
         """Flush what the core queued (a goodbye) and close."""
         if self.closed:
             return
+        self._ending("closed by the server")
         self._flush()
         self.closed = True
         self._detach()  # no more writes to a closing transport
@@ -234,6 +272,7 @@ class RtmpSession(asyncio.Protocol):
 
     def stream_ended(self, code: str, description: str) -> None:
         """PlayerSink: the stream this player watches is over."""
+        self._ending(f"stream ended: {description}")
         if self.conn is not None:
             for sid in list(self.playing):
                 self.conn.end_stream(sid, code, description)
@@ -241,7 +280,7 @@ class RtmpSession(asyncio.Protocol):
 
     def drop(self, reason: str) -> None:
         """PlayerSink: too slow. Its buffer is full, so there is nobody to tell."""
-        log.info("conn %d %s: dropped: %s", self.id, self.peer, reason)
+        self._ending(f"dropped: {reason}")
         self.ctx.counters["slow_players_dropped"] += 1
         self.closed = True
         self._detach()
@@ -250,7 +289,7 @@ class RtmpSession(asyncio.Protocol):
 
     def kick(self, code: str, description: str) -> None:
         """PublisherSink: the publisher is dropped (idle)."""
-        log.info("conn %d %s: publisher dropped: %s", self.id, self.peer, description)
+        self._ending(f"publisher dropped: {description}")
         self.publishing = None
         if self.conn is not None:
             self.conn.send_status(self.publish_sid, code, description)
@@ -273,7 +312,7 @@ class RtmpSession(asyncio.Protocol):
         request = TokenRequest(action, self.conn.app, name, query or self.connect_query, self.ip)
         result = self.ctx.auth.check(request, self.id, time.time())
         if isinstance(result, AuthDecision):
-            self._authorized(action, sid, result, then)
+            self._authorized(action, sid, name, result, then)
             return
         self.authorizing.add(sid)
 
@@ -282,7 +321,7 @@ class RtmpSession(asyncio.Protocol):
             self.authorizing.discard(sid)
             if self.closed or self.conn is None or sid not in self.conn.streams:
                 return  # the client left (or deleted the stream) meanwhile
-            self._authorized(action, sid, decision, then)
+            self._authorized(action, sid, name, decision, then)
             self._flush()
             if self._timer_at != self.conn.get_timer():
                 self._arm_timer()
@@ -290,7 +329,7 @@ class RtmpSession(asyncio.Protocol):
         self._auth_task = self.ctx.loop.create_task(ask())
 
     def _authorized(
-        self, action: str, sid: int, decision: AuthDecision, then: Callable[[], None]
+        self, action: str, sid: int, name: str, decision: AuthDecision, then: Callable[[], None]
     ) -> None:
         if decision.allowed:
             then()
@@ -301,7 +340,11 @@ class RtmpSession(asyncio.Protocol):
         ban = self.ctx.bans.record_failure(self.ip, decision.label, self.ctx.loop.time())
         if ban is not None:
             counters["bans_issued"] += 1
-        log.warning("conn %d %s: %s refused: %s", self.id, self.peer, action, decision.reason)
+        self._ending(
+            f"{action} of {self.conn.app}/{name} refused: {decision.reason}",
+            f"{action} refused: {decision.reason}",
+            failed=True,
+        )
         code = Status.PLAY_FAILED if action == "play" else Status.PUBLISH_BAD_NAME
         # An explicit error status, then close: OBS-like clients stop retrying.
         self.conn.refuse(sid, code, decision.reason)
@@ -312,8 +355,9 @@ class RtmpSession(asyncio.Protocol):
         assert conn is not None
         sid = event.stream_id
         if self.ctx.edge is not None:
-            conn.refuse(sid, Status.PUBLISH_DENIED, "this is an edge: publish to the origin")
-            self.close()
+            self._refuse(
+                sid, "publish", Status.PUBLISH_DENIED, "this is an edge: publish to the origin"
+            )
             return
         if (
             not event.name
@@ -321,8 +365,9 @@ class RtmpSession(asyncio.Protocol):
             or self.playing
             or self.authorizing
         ):
-            conn.refuse(sid, Status.PUBLISH_BAD_NAME, "one stream per connection, with a name")
-            self.close()
+            self._refuse(
+                sid, "publish", Status.PUBLISH_BAD_NAME, "one stream per connection, with a name"
+            )
             return
         self._authorize(
             "publish", sid, event.name, event.query, lambda: self._begin_publish(sid, event.name)
@@ -334,12 +379,13 @@ class RtmpSession(asyncio.Protocol):
         try:
             stream = self.ctx.hub.publish(conn.app, name, self)
         except StreamBusy as exc:
-            log.info("conn %d %s: %s", self.id, self.peer, exc.description)
+            self._ending(f"publish refused: {exc.description}", f"publish refused: {exc.code}")
             self.ctx.counters["rejected:publish_busy"] += 1
             conn.refuse(sid, exc.code, exc.description)
             self.close()
             return
         self.role = "publisher"
+        self.started = True
         self.publishing = stream
         self.publish_sid = sid
         conn.accept_publish(sid, name)
@@ -356,8 +402,7 @@ class RtmpSession(asyncio.Protocol):
             or sid in self.waiting
             or sid in self.authorizing
         ):
-            conn.refuse(sid, Status.PLAY_FAILED, "play on a busy stream id")
-            self.close()
+            self._refuse(sid, "play", Status.PLAY_FAILED, "play on a busy stream id")
             return
         self.role = "player"
         self._authorize(
@@ -389,10 +434,18 @@ class RtmpSession(asyncio.Protocol):
             ban = self.ctx.bans.record_missing(self.ip, f"{app}/{name}", self.ctx.loop.time())
             if ban is not None:
                 self.ctx.counters["bans_issued"] += 1
-        # A flood of refusals is an attack's signature: these lines are aggregated.
-        refusals.warning(
-            "conn %d %s: play of %s/%s refused: %s", self.id, self.peer, app, name, description
+        # A flood of refusals is an attack's signature: the end line, grouped by
+        # the status code (the description names the stream), says it.
+        self._ending(
+            f"play of {app}/{name} refused: {description}", f"play refused: {code}", failed=True
         )
+        self.conn.refuse(sid, code, description)
+        self.close()
+
+    def _refuse(self, sid: int, action: str, code: str, description: str) -> None:
+        """Refuse a play or publish the peer got wrong: a status, then close."""
+        assert self.conn is not None
+        self._ending(f"{action} refused: {description}", failed=True)
         self.conn.refuse(sid, code, description)
         self.close()
 
@@ -408,6 +461,7 @@ class RtmpSession(asyncio.Protocol):
             self, sid, TransportDelivery(self.transport), kinds, self.conn.chunk_size
         )
         self.playing[sid] = (stream, player)
+        self.started = True
         if self.paused:  # the start bytes alone filled the socket: pause_writing came early
             stream.player_paused(player)
         log.info("conn %d %s: playing %s/%s", self.id, self.peer, stream.app, stream.name)
