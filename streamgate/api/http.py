@@ -449,7 +449,8 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request that will not be served, and close: what follows its head
         cannot be trusted to frame a next request."""
         self.server.counters["bad_requests"] += 1
-        log.info("http: %d %s; closing", status, message)
+        # Aggregated per status (a flood of them costs a few lines per window).
+        log.info("http: %d %s; closing", status, message, extra={"reason": f"http {status}"})
         self._request = None
         self._send(error_response(status, message), close=True)
         if not self.closed:
@@ -460,7 +461,7 @@ class HttpConnection(asyncio.Protocol):
         status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
         # h11 may quote what the client sent: keep it short in the log and the answer.
         reason = str(exc)[:_MAX_REASON]
-        log.info("http: bad request (%s); closing", reason)
+        log.info("http: bad request (%s); closing", reason, extra={"reason": "http bad request"})
         self._request = None
         self._send(error_response(status, f"bad request: {reason}"), close=True)
 
@@ -550,7 +551,9 @@ class HttpConnection(asyncio.Protocol):
             if self.phase == "head"
             else ("request body", self.limits.body_timeout)
         )
-        log.info("http: %s not received within %g s; closing", what, seconds)
+        log.info(
+            "http: %s not received within %g s; closing", what, seconds, extra={"reason": what}
+        )
         self._send(error_response(408, f"{what} not received in time"), close=True)
 
     def close(self) -> None:
