@@ -63,7 +63,7 @@ BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerStat
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Upper bounds (seconds) of the event-loop lag histogram."""
 
-# ServerContext.counters keys with a fixed meaning -> (metric, help).
+# ServerCounters fields -> (metric, help).
 _PLAIN_COUNTERS = {
     "protocol_errors": (
         "streamgate_protocol_errors",
@@ -83,14 +83,14 @@ _PLAIN_COUNTERS = {
     ),
 }
 
-# ServerContext.counters key prefixes -> (metric, help, label).
+# ServerCounters fields counted by a label -> (metric, help, label).
 _LABELLED_COUNTERS = {
-    "play_refused:": (
+    "plays_refused": (
         "streamgate_plays_refused",
         "Plays refused, by the NetStream status code sent (the reason).",
         "reason",
     ),
-    "rejected:": (
+    "rejected": (
         "streamgate_rejected",
         "Connections, plays and publishes refused by policy (admission limits, bans, auth, "
         "a name already published), by reason.",
@@ -324,18 +324,10 @@ class StreamgateCollector:
 
     def _counters(self) -> Iterator[Metric]:
         counters = self.ctx.counters
-        for key, (name, doc) in _PLAIN_COUNTERS.items():
-            yield CounterMetricFamily(name, doc, value=counters.get(key, 0))
-        known = set(_PLAIN_COUNTERS)
-        for prefix, (name, doc, label) in _LABELLED_COUNTERS.items():
-            values = {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix)}
-            known.update(prefix + k for k in values)
-            yield _labelled_counter(name, doc, label, values)
-        # Anything else the gateway counts shows up without a code change here.
-        others = {k: v for k, v in counters.items() if k not in known}
-        yield _labelled_counter(
-            "streamgate_events", "Other events the gateway counts, by name.", "event", others
-        )
+        for attr, (name, doc) in _PLAIN_COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=getattr(counters, attr))
+        for attr, (name, doc, label) in _LABELLED_COUNTERS.items():
+            yield _labelled_counter(name, doc, label, dict(getattr(counters, attr)))
 
     def _protection(self, now: float) -> Iterator[Metric]:
         ctx = self.ctx

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from streamgate.relay.source import PlaySource
 from streamgate.relay.stream import FanoutSettings
 from streamgate.rtmp.chunk import ChunkLimits
 from streamgate.rtmp.connection import ConnectionLimits
+from streamgate.server.counters import ServerCounters
 from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
@@ -50,6 +50,7 @@ class ServerContext:
 
     settings: Settings
     loop: asyncio.AbstractEventLoop
+    clock: Clock  # the loop's, or a fake one in tests
     hub: StreamHub
     source: PlaySource
     limits: ConnectionLimits
@@ -58,7 +59,7 @@ class ServerContext:
     admission: AdmissionGuard
     edge: EdgeHub | None = None
     sessions: dict[int, RtmpSession] = field(default_factory=dict)
-    counters: Counter[str] = field(default_factory=Counter)
+    counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads
     drained: asyncio.Future[None] | None = None  # set on shutdown, done when none is left
 
@@ -68,14 +69,17 @@ class ServerContext:
         settings: Settings,
         loop: asyncio.AbstractEventLoop,
         ban_store: BanStore | None = None,
+        clock: Clock | None = None,
     ) -> ServerContext:
-        clock = LoopClock(loop)
+        """The context of a server on ``loop`` (its clock unless ``clock`` is given)."""
+        clock = clock or LoopClock(loop)
         hub = StreamHub(clock, _fanout(settings), _hub_settings(settings))
         bans = SafeBans(ban_store or MemoryBanStore(_ban_rules(settings)))
         admission = AdmissionGuard(_admission_rules(settings), bans)
         ctx = cls(
             settings,
             loop,
+            clock,
             hub,
             hub,
             _connection_limits(settings),

@@ -71,7 +71,7 @@ class RtmpServer:
         if self.ctx.edge is not None:
             self.ctx.edge.sweep()
         for stream in self.ctx.hub.sweep():
-            self.ctx.counters["publishers_idle_dropped"] += 1
+            self.ctx.counters.publishers_idle_dropped += 1
             log.info("stream %s/%s: publisher idle, dropped", stream.app, stream.name)
         self._schedule_sweep()
 

@@ -1,10 +1,14 @@
-"""One accepted RTMP connection: relays bytes between the socket, the core and the hub.
+"""One accepted RTMP connection: relays bytes, events and timers, decides nothing.
 
-The session owns no protocol logic. It feeds bytes to
-:class:`~streamgate.rtmp.connection.ServerConnection`, acts on its events
-through a dispatch table, writes what the core queued and keeps the core's
-timer armed. Media to a player bypasses the session entirely: the stream
-writes shared bytes straight to the transport.
+The session is the asyncio adapter of a connection. It feeds the socket's
+bytes to the :class:`~streamgate.rtmp.connection.ServerConnection` core,
+hands the core's events to the connection's
+:class:`~streamgate.server.controller.RtmpController` (which takes every
+decision), writes what the core queued and keeps the core's timer armed.
+It is the controller's :class:`~streamgate.server.controller.Link`: flush,
+close, a player's delivery over this transport, and waiting on an auth
+hook. Media to a player bypasses it entirely: the stream writes shared
+bytes straight to the transport.
 """
 
 from __future__ import annotations
@@ -13,28 +17,16 @@ import asyncio
 import logging
 import socket
 import struct
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, cast
 
-from streamgate.auth import AuthDecision, TokenRequest
-from streamgate.errors import ProtocolError, StreamgateError
-from streamgate.relay.hub import StreamBusy
-from streamgate.relay.stream import AUDIO, BOTH, VIDEO, Player, Stream
+from streamgate.auth import AuthDecision
+from streamgate.errors import ProtocolError
+from streamgate.relay.stream import Player, Stream
 from streamgate.rtmp.connection import ServerConnection
-from streamgate.rtmp.events import (
-    CommandIgnored,
-    ConnectRequested,
-    DataReceived,
-    Event,
-    MediaReceived,
-    PlayRequested,
-    PublishRequested,
-    ReceiveToggled,
-    StreamClosed,
-)
-from streamgate.rtmp.messages import Status
+from streamgate.server.controller import RtmpController
 from streamgate.server.delivery import TransportDelivery
+from streamgate.server.gate import AccessGate
 from streamgate.server.tcpinfo import queued_for
 
 if TYPE_CHECKING:
@@ -48,7 +40,7 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a re
 
 
 class RtmpSession(asyncio.Protocol):
-    """A publisher or player connection (origin mode)."""
+    """An RTMP connection's adapter: socket <-> core <-> controller."""
 
     _ids = 0
 
@@ -58,30 +50,33 @@ class RtmpSession(asyncio.Protocol):
         self.id = RtmpSession._ids
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection | None = None
+        self.controller: RtmpController | None = None
         self.peer = "?"
-        self.role = "unknown"
-        self.publishing: Stream | None = None
-        self.publish_sid = 0
-        self.playing: dict[int, tuple[Stream, Player]] = {}
-        # What each stream id receives (receiveAudio / receiveVideo), when not BOTH.
-        self.receiving: dict[int, int] = {}
-        self.waiting: dict[int, tuple[str, str, object]] = {}
+        self.ip = ""
+        self.connected_at = 0.0  # loop time of the TCP handshake
+        self.paused = False  # the transport asked us to stop writing
+        self.closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self.closed = False
-        self.paused = False  # the transport asked us to stop writing
-        self.ip = ""
-        self.connected_at = 0.0  # loop time of the accept
-        self.admitted = False  # counted by the admission guard
-        self.connect_query = ""  # a token may ride on the app/tcUrl instead of the name
-        self.authorizing: set[int] = set()  # stream ids waiting for an auth hook
-        # How the connection ended, for its one end line: what to say, the
-        # reason lines are grouped by (no peer-chosen names in it) and
-        # whether it was a refusal or an error. The first cause wins.
-        self.end_detail: str | None = None
-        self.end_reason = ""
-        self.end_failed = False
-        self.started = False  # played or published: a real client, not a flood
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ what the API sees
+
+    @property
+    def role(self) -> str:
+        return self.controller.role if self.controller is not None else "unknown"
+
+    @property
+    def publishing(self) -> Stream | None:
+        return self.controller.publishing if self.controller is not None else None
+
+    @property
+    def playing(self) -> dict[int, tuple[Stream, Player]]:
+        return self.controller.playing if self.controller is not None else {}
+
+    @property
+    def waiting(self) -> dict[int, tuple[str, str, object]]:
+        return self.controller.waiting if self.controller is not None else {}
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -95,11 +90,10 @@ class RtmpSession(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.ip = str(peer[0]) if peer else ""
         now = self.ctx.loop.time()
-        self.connected_at = now
-        reason = self.ctx.admission.admit(self.ip, now, self.ctx.trusted(self.ip))
+        gate = AccessGate(self.ctx)
+        reason = gate.admit(self.ip, now)
         if reason is not None:
             # Before any handshake byte, with a reset: the accept loop moves on at once.
-            self.ctx.counters[f"rejected:{reason}"] += 1
             log.warning(
                 "connection from %s refused at accept: %s",
                 self.ip,
@@ -112,7 +106,6 @@ class RtmpSession(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             transport.abort()
             return
-        self.admitted = True
         # One line per connection, when it ends, saying why (a flood of refused
         # plays would otherwise pay for two); "playing"/"publishing" mark the starts.
         log.debug("conn %d %s: connected", self.id, self.peer)
@@ -121,111 +114,108 @@ class RtmpSession(asyncio.Protocol):
         # Deadlines run from the TCP handshake, not from the accept: under a
         # flood a connection may have waited in the accept queue (one overdue
         # already is closed at once, which also drains the queue fastest).
-        started = now - queued_for(transport.get_extra_info("socket"))
-        self.conn = ServerConnection(self.ctx.limits, now=started)
+        self.connected_at = now - queued_for(transport.get_extra_info("socket"))
+        self.conn = ServerConnection(self.ctx.limits, now=self.connected_at)
+        self.controller = RtmpController(
+            self.ctx, self.conn, self, self.id, self.ip, self.peer, self.connected_at
+        )
         self.ctx.sessions[self.id] = self
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        if conn is None or self.closed:
+        conn, controller = self.conn, self.controller
+        if conn is None or controller is None or self.closed:
             return
         try:
             events = conn.receive_data(data)
-            handlers = self._handlers
-            while events:
-                for event in events:
-                    if self.closed:
-                        return  # a refusal closed us: what follows is moot
-                    handler = handlers.get(type(event))
-                    if handler is not None:
-                        handler(self, event)
+            while events and not self.closed:
+                controller.handle(events)
                 events = conn.take_events()  # released by an answer (e.g. accept_connect)
         except ProtocolError as exc:
-            self._fail(exc)
+            controller.failed(exc)
             return
-        self._flush()
-        if self._timer_at != conn.get_timer():
-            self._arm_timer()
+        self._settle()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self._ending("closed by the peer" if exc is None else f"connection lost: {exc}")
         self.closed = True
-        if self.admitted:
-            self.admitted = False
-            self.ctx.admission.release(self.ip)
-            self._log_end()
+        controller = self.controller
+        if controller is not None and not controller.ended:
+            controller.ended = True
+            controller.lost(exc)
+            AccessGate(self.ctx).release(self.ip)
+            controller.log_end(self.ctx.loop.time())
         self.ctx.sessions.pop(self.id, None)
         drained = self.ctx.drained
         if drained is not None and not self.ctx.sessions and not drained.done():
             drained.set_result(None)
         if self._timer is not None:
             self._timer.cancel()
-        self._detach()
-
-    def _ending(self, detail: str, reason: str | None = None, *, failed: bool = False) -> None:
-        """Remember why the connection ends (the first cause counts) for its end line."""
-        if self.end_detail is None:
-            self.end_detail = detail
-            self.end_reason = detail if reason is None else reason
-            self.end_failed = failed
-
-    def _log_end(self) -> None:
-        """The connection's one end line, with why it ended.
-
-        A connection that never played or published is what a flood is made
-        of: its line carries its reason, so the flood filter aggregates such
-        lines per reason whatever their level (refusals and errors are
-        warnings). A real client's end always gets its own line.
-        """
-        args = (
-            self.id,
-            self.peer,
-            self.role,
-            self.ctx.loop.time() - self.connected_at,
-            self.end_detail or "closed",
-        )
-        level = logging.WARNING if self.end_failed else logging.INFO
-        template = "conn %d %s: disconnected (%s, %.1f s): %s"
-        if self.started and not self.end_failed:
-            log.log(level, template, *args)
-        else:
-            log.log(level, template, *args, extra={"reason": self.end_reason})
-
-    def _detach(self) -> None:
-        """Leave every stream and wait list; safe to call more than once."""
-        for stream, player in self.playing.values():
-            stream.remove_player(player)
-        self.playing.clear()
-        for app, name, waiter in self.waiting.values():
-            self.ctx.source.cancel_play(app, name, waiter)
-        self.waiting.clear()
-        if self.publishing is not None:
-            stream, self.publishing = self.publishing, None
-            log.info("conn %d: publisher of %s/%s left", self.id, stream.app, stream.name)
-            self.ctx.hub.unpublish(stream)
 
     def pause_writing(self) -> None:
         self.paused = True
-        for stream, player in self.playing.values():
-            stream.player_paused(player)
+        if self.controller is not None:
+            self.controller.paused()
 
     def resume_writing(self) -> None:
         self.paused = False
-        for stream, player in self.playing.values():
-            stream.player_resumed(player)
+        if self.controller is not None:
+            self.controller.resumed()
 
-    # ------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------ Link, for the controller
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self.conn is not None and self.transport is not None:
             out = self.conn.data_to_send()
             if out:
                 self.transport.write(out)
+
+    def close(self) -> None:
+        """Flush what the core queued (a goodbye) and close."""
+        if self.controller is not None and not self.controller.closed:
+            self.controller.close()  # leaves every stream, then calls back here
+            return
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def delivery(self) -> TransportDelivery:
+        assert self.transport is not None
+        return TransportDelivery(self.transport)
+
+    def wait_for(
+        self, decision: Awaitable[AuthDecision], then: Callable[[AuthDecision], None]
+    ) -> None:
+        async def ask() -> None:
+            result = await decision
+            if self.closed:
+                return
+            then(result)
+            self._settle()
+
+        task = self.ctx.loop.create_task(ask())
+        self._tasks.add(task)  # a reference until done, or the loop may drop it
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _settle(self) -> None:
+        """After the controller acted: write what it queued, follow the core's timer."""
+        if self.closed or self.conn is None:
+            return
+        self.flush()
+        if self._timer_at != self.conn.get_timer():
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
@@ -238,279 +228,11 @@ class RtmpSession(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.conn is None or self.closed:
+        if self.conn is None or self.controller is None or self.closed:
             return
         try:
             self.conn.handle_timer(self.ctx.loop.time())
         except ProtocolError as exc:
-            self._fail(exc)
+            self.controller.failed(exc)
             return
         self._arm_timer()
-
-    def _fail(self, exc: StreamgateError) -> None:
-        # Said by the end line, grouped by the error's own description.
-        self._ending(exc.description, failed=True)
-        self.ctx.counters["protocol_errors"] += 1
-        self.close()
-
-    def close(self) -> None:
-        """Flush what the core queued (a goodbye) and close."""
-        if self.closed:
-            return
-        self._ending("closed by the server")
-        self._flush()
-        self.closed = True
-        self._detach()  # no more writes to a closing transport
-        if self.transport is not None:
-            self.transport.close()
-
-    # ------------------------------------------------------------ sinks for the relay
-
-    def write(self, data: bytes) -> None:  # PlayerSink; normally bypassed
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def stream_ended(self, code: str, description: str) -> None:
-        """PlayerSink: the stream this player watches is over."""
-        self._ending(f"stream ended: {description}")
-        if self.conn is not None:
-            for sid in list(self.playing):
-                self.conn.end_stream(sid, code, description)
-        self.close()  # detaches from every stream, the ended one included
-
-    def drop(self, reason: str) -> None:
-        """PlayerSink: too slow. Its buffer is full, so there is nobody to tell."""
-        self._ending(f"dropped: {reason}")
-        self.ctx.counters["slow_players_dropped"] += 1
-        self.closed = True
-        self._detach()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def kick(self, code: str, description: str) -> None:
-        """PublisherSink: the publisher is dropped (idle)."""
-        self._ending(f"publisher dropped: {description}")
-        self.publishing = None
-        if self.conn is not None:
-            self.conn.send_status(self.publish_sid, code, description)
-        self.close()
-
-    # ------------------------------------------------------------ events
-
-    def _on_connect(self, event: ConnectRequested) -> None:
-        assert self.conn is not None
-        self.connect_query = event.query
-        self.conn.accept_connect()
-
-    # ------------------------------------------------------------ authorisation
-
-    def _authorize(
-        self, action: str, sid: int, name: str, query: str, then: Callable[[], None]
-    ) -> None:
-        """Decide before anything else happens; ``then`` runs only if allowed."""
-        assert self.conn is not None
-        request = TokenRequest(action, self.conn.app, name, query or self.connect_query, self.ip)
-        result = self.ctx.auth.check(request, self.id, time.time())
-        if isinstance(result, AuthDecision):
-            self._authorized(action, sid, name, result, then)
-            return
-        self.authorizing.add(sid)
-
-        async def ask() -> None:
-            decision = await result
-            self.authorizing.discard(sid)
-            if self.closed or self.conn is None or sid not in self.conn.streams:
-                return  # the client left (or deleted the stream) meanwhile
-            self._authorized(action, sid, name, decision, then)
-            self._flush()
-            if self._timer_at != self.conn.get_timer():
-                self._arm_timer()
-
-        self._auth_task = self.ctx.loop.create_task(ask())
-
-    def _authorized(
-        self, action: str, sid: int, name: str, decision: AuthDecision, then: Callable[[], None]
-    ) -> None:
-        if decision.allowed:
-            then()
-            return
-        assert self.conn is not None
-        counters = self.ctx.counters
-        counters[f"rejected:{decision.label}"] += 1
-        ban = self.ctx.bans.record_failure(self.ip, decision.label, self.ctx.loop.time())
-        if ban is not None:
-            counters["bans_issued"] += 1
-        self._ending(
-            f"{action} of {self.conn.app}/{name} refused: {decision.reason}",
-            f"{action} refused: {decision.reason}",
-            failed=True,
-        )
-        code = Status.PLAY_FAILED if action == "play" else Status.PUBLISH_BAD_NAME
-        # An explicit error status, then close: OBS-like clients stop retrying.
-        self.conn.refuse(sid, code, decision.reason)
-        self.close()
-
-    def _on_publish(self, event: PublishRequested) -> None:
-        conn = self.conn
-        assert conn is not None
-        sid = event.stream_id
-        if self.ctx.edge is not None:
-            self._refuse(
-                sid, "publish", Status.PUBLISH_DENIED, "this is an edge: publish to the origin"
-            )
-            return
-        if (
-            not event.name
-            or self.publishing is not None
-            or self.playing
-            or self.authorizing
-        ):
-            self._refuse(
-                sid, "publish", Status.PUBLISH_BAD_NAME, "one stream per connection, with a name"
-            )
-            return
-        self._authorize(
-            "publish", sid, event.name, event.query, lambda: self._begin_publish(sid, event.name)
-        )
-
-    def _begin_publish(self, sid: int, name: str) -> None:
-        conn = self.conn
-        assert conn is not None
-        try:
-            stream = self.ctx.hub.publish(conn.app, name, self)
-        except StreamBusy as exc:
-            self._ending(f"publish refused: {exc.description}", f"publish refused: {exc.code}")
-            self.ctx.counters["rejected:publish_busy"] += 1
-            conn.refuse(sid, exc.code, exc.description)
-            self.close()
-            return
-        self.role = "publisher"
-        self.started = True
-        self.publishing = stream
-        self.publish_sid = sid
-        conn.accept_publish(sid, name)
-        log.info("conn %d %s: publishing %s/%s", self.id, self.peer, conn.app, name)
-
-    def _on_play(self, event: PlayRequested) -> None:
-        conn = self.conn
-        assert conn is not None
-        sid = event.stream_id
-        app, name = conn.app, event.name
-        if (
-            self.publishing is not None
-            or sid in self.playing
-            or sid in self.waiting
-            or sid in self.authorizing
-        ):
-            self._refuse(sid, "play", Status.PLAY_FAILED, "play on a busy stream id")
-            return
-        self.role = "player"
-        self._authorize(
-            "play", sid, name, event.query, lambda: self._begin_play(sid, app, name, event.query)
-        )
-
-    def _begin_play(self, sid: int, app: str, name: str, query: str) -> None:
-        conn = self.conn
-        assert conn is not None
-
-        def ready(stream: Stream) -> None:
-            self.waiting.pop(sid, None)
-            if not self.closed and sid in conn.streams:
-                self._start_play(sid, stream)
-
-        def refused(code: str, description: str) -> None:
-            self.waiting.pop(sid, None)
-            self._refuse_play(sid, app, name, code, description)
-
-        waiter = self.ctx.source.request_play(app, name, query, ready, refused)
-        if waiter is not None and not self.closed and sid not in self.playing:
-            self.waiting[sid] = (app, name, waiter)
-
-    def _refuse_play(self, sid: int, app: str, name: str, code: str, description: str) -> None:
-        if self.closed or self.conn is None:
-            return
-        self.ctx.counters[f"play_refused:{code}"] += 1
-        if code == Status.PLAY_STREAM_NOT_FOUND:
-            ban = self.ctx.bans.record_missing(self.ip, f"{app}/{name}", self.ctx.loop.time())
-            if ban is not None:
-                self.ctx.counters["bans_issued"] += 1
-        # A flood of refusals is an attack's signature: the end line, grouped by
-        # the status code (the description names the stream), says it.
-        self._ending(
-            f"play of {app}/{name} refused: {description}", f"play refused: {code}", failed=True
-        )
-        self.conn.refuse(sid, code, description)
-        self.close()
-
-    def _refuse(self, sid: int, action: str, code: str, description: str) -> None:
-        """Refuse a play or publish the peer got wrong: a status, then close."""
-        assert self.conn is not None
-        self._ending(f"{action} refused: {description}", failed=True)
-        self.conn.refuse(sid, code, description)
-        self.close()
-
-    def _start_play(self, sid: int, stream: Stream) -> None:
-        assert self.conn is not None
-        self.conn.accept_play(sid, stream.name)
-        self._flush()  # Play.Start must precede the media the stream writes
-        assert self.transport is not None
-        kinds = self.receiving.get(sid, BOTH)
-        # The chunk size this connection announced, whatever the stream was
-        # made with: a reload may have changed [rtmp] chunk_size in between.
-        player = stream.add_player(
-            self, sid, TransportDelivery(self.transport), kinds, self.conn.chunk_size
-        )
-        self.playing[sid] = (stream, player)
-        self.started = True
-        if self.paused:  # the start bytes alone filled the socket: pause_writing came early
-            stream.player_paused(player)
-        log.info("conn %d %s: playing %s/%s", self.id, self.peer, stream.app, stream.name)
-
-    def _on_media(self, event: MediaReceived) -> None:
-        stream = self.publishing
-        if stream is not None and event.stream_id == self.publish_sid:
-            stream.on_media(event.type_id, event.timestamp, event.payload)
-
-    def _on_data(self, event: DataReceived) -> None:
-        stream = self.publishing
-        if stream is not None and event.stream_id == self.publish_sid:
-            stream.on_metadata(event.timestamp, event.values, event.payload)
-
-    def _on_stream_closed(self, event: StreamClosed) -> None:
-        sid = event.stream_id
-        self.receiving.pop(sid, None)
-        if self.publishing is not None and sid == self.publish_sid:
-            stream, self.publishing = self.publishing, None
-            self.ctx.hub.unpublish(stream)
-        entry = self.playing.pop(sid, None)
-        if entry is not None:
-            entry[0].remove_player(entry[1])
-        waiting = self.waiting.pop(sid, None)
-        if waiting is not None:
-            self.ctx.source.cancel_play(*waiting)
-
-    def _on_receive(self, event: ReceiveToggled) -> None:
-        sid = event.stream_id
-        if self.conn is None or sid not in self.conn.streams:
-            return  # only created streams: what is kept stays bounded
-        bit = AUDIO if event.kind == "audio" else VIDEO
-        kinds = self.receiving.get(sid, BOTH)
-        kinds = kinds | bit if event.enabled else kinds & ~bit
-        self.receiving[sid] = kinds
-        entry = self.playing.get(sid)
-        if entry is not None:
-            entry[0].set_kinds(entry[1], kinds)
-
-    def _on_ignored(self, event: Event) -> None:
-        pass
-
-    _handlers: ClassVar[dict[type[Event], Callable[[Any, Any], None]]] = {
-        ConnectRequested: _on_connect,
-        PublishRequested: _on_publish,
-        PlayRequested: _on_play,
-        MediaReceived: _on_media,
-        DataReceived: _on_data,
-        StreamClosed: _on_stream_closed,
-        ReceiveToggled: _on_receive,
-        CommandIgnored: _on_ignored,
-    }

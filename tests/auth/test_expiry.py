@@ -136,9 +136,9 @@ def test_a_server_tells_and_counts_a_malformed_exp() -> None:
                 client.close()
 
         assert srv.run(play()) == MALFORMED_EXP
-        counters = srv.call(lambda: dict(srv.ctx.counters) if srv.ctx else {})
-        assert counters.get("rejected:auth_malformed_exp") == 1
-        assert "rejected:auth_token_missing" not in counters
+        rejected = srv.call(lambda: dict(srv.ctx.counters.rejected) if srv.ctx else {})
+        assert rejected.get("auth_malformed_exp") == 1
+        assert "auth_token_missing" not in rejected
 
 
 # ------------------------------------------------------------ streamgate sign

@@ -199,7 +199,7 @@ def test_frozen_publisher_is_dropped_and_players_ended() -> None:
 
         assert srv.run(watch()) == Status.PLAY_UNPUBLISH_NOTIFY
         assert not srv.published("z")
-        assert srv.call(lambda: srv.ctx.counters["publishers_idle_dropped"]) == 1  # type: ignore[union-attr]
+        assert srv.call(lambda: srv.ctx.counters.publishers_idle_dropped) == 1  # type: ignore[union-attr]
 
 
 def test_ffmpeg_player_exits_cleanly_when_stream_ends(srv: ServerThread) -> None:

@@ -53,7 +53,7 @@ def test_connections_overdue_in_the_accept_queue_are_closed_when_accepted() -> N
             assert got == b""  # the server said nothing and closed
             ended.append(time.monotonic() - connected)
             sock.close()
-        timed_out = srv.call(lambda: ctx.counters["protocol_errors"])
+        timed_out = srv.call(lambda: ctx.counters.protocol_errors)
     assert timed_out == len(held)  # every one ended by the handshake deadline
     # Closed at accept, right after the loop woke, not a whole TIMEOUT later.
     assert max(ended) < BUSY + TIMEOUT / 2, ended

@@ -53,7 +53,7 @@ def counts(srv: ServerThread) -> tuple[int, int]:
 
     def read() -> tuple[int, int]:
         assert srv.ctx is not None
-        return srv.ctx.admission.connections, srv.ctx.counters["rejected:max_connections"]
+        return srv.ctx.admission.connections, srv.ctx.counters.rejected["max_connections"]
 
     return srv.call(read)
 

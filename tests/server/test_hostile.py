@@ -200,7 +200,7 @@ def test_bad_input_closes_only_the_offender(srv: ServerThread, garbage: bytes) -
         writer.close()
 
     run_with_bystanders(srv, offender)
-    assert srv.call(lambda: srv.ctx.counters["protocol_errors"]) >= 1  # type: ignore[union-attr]
+    assert srv.call(lambda: srv.ctx.counters.protocol_errors) >= 1  # type: ignore[union-attr]
 
 
 def test_wrong_rtmp_version_is_closed(srv: ServerThread) -> None:
@@ -257,7 +257,7 @@ def test_slow_player_is_skipped_then_dropped_without_slowing_others(merge_ms: in
             reader.cancel()
             counters = srv.ctx.counters  # type: ignore[union-attr]
             await await_until(
-                lambda: counters["slow_players_dropped"] > 0, timeout=10, what="the slow drop"
+                lambda: counters.slow_players_dropped > 0, timeout=10, what="the slow drop"
             )
             stream = srv.ctx.hub.get("live", "fat")  # type: ignore[union-attr]
             players_left = stream.player_count if stream is not None else -1
@@ -268,6 +268,6 @@ def test_slow_player_is_skipped_then_dropped_without_slowing_others(merge_ms: in
 
         sent, got, players_left = srv.run(scenario(), timeout=90)
         assert got == sent  # the fast player lost nothing and was never held back
-        dropped = srv.call(lambda: srv.ctx.counters["slow_players_dropped"])  # type: ignore[union-attr]
+        dropped = srv.call(lambda: srv.ctx.counters.slow_players_dropped)  # type: ignore[union-attr]
         assert dropped == 1
         assert players_left == 1  # only the fast one is still attached

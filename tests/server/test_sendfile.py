@@ -139,7 +139,7 @@ def test_a_player_that_resets_mid_stream_leaves_as_a_disconnect_not_a_slow_drop(
             return players, len(got)
 
         players, got = srv.run(scenario(), timeout=60)
-        dropped = srv.call(lambda: srv.ctx.counters["slow_players_dropped"])  # type: ignore[union-attr]
+        dropped = srv.call(lambda: srv.ctx.counters.slow_players_dropped)  # type: ignore[union-attr]
     assert players == 1 and got == 40
     assert dropped == 0
 

@@ -122,7 +122,7 @@ def test_delete_stream_while_waiting_then_publisher_arrives() -> None:
 
         _, statuses = srv.run(scenario())
         assert statuses == [Status.PLAY_RESET]  # the patient waiter is served
-        assert srv.call(lambda: srv.ctx.counters["protocol_errors"]) == 0  # type: ignore[union-attr]
+        assert srv.call(lambda: srv.ctx.counters.protocol_errors) == 0  # type: ignore[union-attr]
 
 
 def test_stray_user_control_from_a_client_is_ignored() -> None:
@@ -213,9 +213,9 @@ def test_player_congested_by_its_first_write_is_still_dropped() -> None:
                 pub.send_media(sid, MsgType.VIDEO, i * 40, INTER + bytes(20_000))
                 await asyncio.sleep(0.05)
             await await_until(
-                lambda: counters["slow_players_dropped"] > 0, timeout=10, what="a slow drop"
+                lambda: counters.slow_players_dropped > 0, timeout=10, what="a slow drop"
             )
-            dropped = counters["slow_players_dropped"]
+            dropped = counters.slow_players_dropped
             await closed(srv, pub, slow)
             return dropped
 
@@ -240,7 +240,8 @@ def test_odd_receive_commands_are_harmless() -> None:
             client._flush()
             await client.wait_status(Status.PLAY_START, timeout=5)
             session = next(s for s in srv.ctx.sessions.values() if s.playing)  # type: ignore[union-attr]
-            kept = len(session.receiving)
+            assert session.controller is not None
+            kept = len(session.controller.receiving)
             for i in range(5):
                 pub.send_media(sid, MsgType.VIDEO, i * 40, (KEY if i == 0 else INTER) + bytes(50))
             got = await drain_media(client, 5)

@@ -68,7 +68,7 @@ def test_every_silent_connection_ends_within_the_handshake_timeout(enough_files:
         assert figures["ended"] == COUNT, figures
         # ... within the handshake timeout (and a little for a loop busy with the flood).
         assert figures["max_lifetime"] <= HANDSHAKE_TIMEOUT + 1.0, figures
-        timed_out = srv.call(lambda: ctx.counters["protocol_errors"])
+        timed_out = srv.call(lambda: ctx.counters.protocol_errors)
         assert timed_out >= COUNT * 0.9  # ended by the handshake deadline, not by luck
 
         def held() -> tuple[int, int]:
