@@ -98,6 +98,8 @@ async def serve(
     ctx.config_path = config_path
     server = RtmpServer(ctx)
     await server.start()
+    if ctx.cluster is not None:
+        ctx.cluster.start()  # in the background: a play never waits on Redis
     api: ApiServer | None = None
     demo: DemoSource | None = None
     try:
@@ -132,6 +134,8 @@ async def serve(
             if api is not None:
                 await api.close()  # before the RTMP listener closes
             await server.close()
+            if ctx.cluster is not None:
+                await ctx.cluster.close()
 
 
 def run(settings: Settings, config_path: str | None = None) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "bans_listing",
     "client_view",
     "clients_listing",
+    "cluster_view",
     "find_missing",
     "find_streams",
     "missing_cached",
@@ -364,6 +365,13 @@ def bans_listing(ctx: ServerContext, now: float) -> list[JsonObject]:
         }
         for ban in bans
     ]
+
+
+def cluster_view(ctx: ServerContext, now: float) -> JsonObject:
+    """The fleet as this node sees it (``{"enabled": false}`` without ``[cluster]``)."""
+    if ctx.cluster is None:
+        return {"enabled": False}
+    return ctx.cluster.view(now)
 
 
 def readiness(ctx: ServerContext, listening: bool, now: float) -> tuple[bool, JsonObject]:

@@ -86,6 +86,10 @@ class LinkSink(Protocol):
         """``connect``: the origin could not be reached or did not answer in time;
         otherwise an established link was lost."""
 
+    def link_refused(self, reason: str, description: str) -> None:
+        """The link was held back before it reached the origin (the fleet's connect
+        budget): a refusal like the pool's, no verdict on the origin."""
+
 
 class Link(Protocol):
     def close(self) -> None: ...
@@ -357,6 +361,11 @@ class Ingest:
         elif self.state is IngestState.LINGER:
             self._end(description)
 
+    def link_refused(self, reason: str, description: str) -> None:
+        self._close_link()  # releases the pool's link and an unused probe
+        self.hub.count_refusal(reason)
+        self._no_origin(Refusal(reason, description))
+
     # ------------------------------------------------------------ timers
 
     def _start_timeout(self) -> None:
@@ -519,3 +528,7 @@ class _Sink:
     def link_failed(self, description: str, *, connect: bool) -> None:
         if (ingest := self._current()) is not None:
             ingest.link_failed(description, connect=connect)
+
+    def link_refused(self, reason: str, description: str) -> None:
+        if (ingest := self._current()) is not None:
+            ingest.link_refused(reason, description)

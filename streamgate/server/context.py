@@ -34,6 +34,7 @@ from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
 if TYPE_CHECKING:
+    from streamgate.cluster.node import ClusterNode
     from streamgate.server.session import RtmpSession
 
 __all__ = ["ServerContext"]
@@ -57,6 +58,7 @@ class ServerContext:
     bans: SafeBans
     admission: AdmissionGuard
     edge: EdgeHub | None = None
+    cluster: ClusterNode | None = None  # [cluster] redis_url set: the fleet's replication
     sessions: dict[int, RtmpSession] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     config_path: str | None = None  # what a reload re-reads
@@ -97,6 +99,7 @@ class ServerContext:
             ctx.edge.upstream_signer = _upstream_signer(settings)
             ctx.edge.directory = _directory(settings)
             ctx.source = ctx.edge
+        ctx.cluster = _cluster(settings, bans, clock, ctx.edge)
         return ctx
 
     def trusted(self, ip: str) -> bool:
@@ -112,6 +115,8 @@ class ServerContext:
             restart.append(f"mode ({old.mode} -> {settings.mode})")
         if settings.http.listen != old.http.listen:
             restart.append(f"[http] listen ({old.http.listen} -> {settings.http.listen})")
+        if _cluster_terms(settings) != _cluster_terms(old):
+            restart.append("[cluster] (or [edge] fleet_max_connects_per_second)")
         self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
         self.settings = settings
         self.limits = _connection_limits(settings)
@@ -122,7 +127,7 @@ class ServerContext:
         if self.edge is not None and settings.mode == "edge":
             self.edge.settings = _edge_timing(settings)
             self.edge.fanout = _fanout(settings)
-            connector = self.edge.connector
+            connector = getattr(self.edge.connector, "inner", self.edge.connector)  # fleet gate
             if isinstance(connector, RtmpConnector):
                 connector.merge_delay = settings.rtmp.merge_ms / 1000
             self.edge.negative.ttl = settings.edge.missing_ttl
@@ -134,9 +139,35 @@ class ServerContext:
                     self.edge.directory.close()
                 self.edge.directory = _directory(settings)
                 if self.edge.directory is not None:
+                    if self.cluster is not None:
+                        self.edge.directory.share = self.cluster.directory
                     self.edge.directory.start(self.edge.clock.now)
         logging.getLogger().setLevel(settings.log.level.upper())
         return restart
+
+
+def _cluster_terms(settings: Settings) -> tuple[object, ...]:
+    """What the cluster is built from (SecretStr compares by value)."""
+    return (settings.cluster, settings.edge.fleet_max_connects_per_second)
+
+
+def _cluster(
+    settings: Settings, bans: SafeBans, clock: Clock, edge: EdgeHub | None
+) -> ClusterNode | None:
+    """The fleet's side of this server, or None without ``[cluster] redis_url``."""
+    if settings.cluster.redis_url is None:
+        return None  # and nothing of the cluster (nor redis) is imported
+    from streamgate.cluster.node import ClusterNode
+    from streamgate.cluster.settings import cluster_options
+
+    options = cluster_options(settings)
+    store = bans.store
+    if options is None or not isinstance(store, MemoryBanStore):
+        return None
+    node = ClusterNode(options, store, clock)
+    if edge is not None:
+        node.attach_edge(edge)
+    return node
 
 
 def _connection_limits(settings: Settings) -> ConnectionLimits:
