@@ -460,8 +460,7 @@ class ClusterSettings(_Section):
     password: SecretStr | None = Field(
         None,
         description=(
-            "Redis AUTH password, if not in the URL (environment: "
-            "STREAMGATE_CLUSTER__PASSWORD)."
+            "Redis AUTH password, if not in the URL (environment: STREAMGATE_CLUSTER__PASSWORD)."
         ),
     )
     password_file: Path | None = Field(

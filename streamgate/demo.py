@@ -74,9 +74,7 @@ def encode_clip(
         aout = muxer.add_stream("aac", rate=44100)
         aout.bit_rate = 96_000
         video = av.open(f"testsrc2=size={size}:rate={rate}:duration={seconds}", format="lavfi")
-        audio = av.open(
-            f"sine=frequency=440:sample_rate=44100:duration={seconds}", format="lavfi"
-        )
+        audio = av.open(f"sine=frequency=440:sample_rate=44100:duration={seconds}", format="lavfi")
         vframes = video.decode(video=0)
         aframes = audio.decode(audio=0)
         next_v = next(vframes, None)

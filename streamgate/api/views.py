@@ -341,9 +341,7 @@ def directory_listing(ctx: ServerContext) -> JsonObject:
     Published streams with a publisher, and an edge's live (or lingering) pulls;
     no waiting, missing or reconnecting names.
     """
-    playable = [
-        {"app": s.app, "name": s.name} for s in ctx.hub if ctx.hub.publisher(s) is not None
-    ]
+    playable = [{"app": s.app, "name": s.name} for s in ctx.hub if ctx.hub.publisher(s) is not None]
     if ctx.edge is not None:
         playable += [
             {"app": i.key[0], "name": split_query(i.key[1])[0]}

@@ -136,9 +136,7 @@ class Verifier:
         raise NotImplementedError
 
 
-def _verdict(
-    expected: list[bytes], given: bytes, exp: int, now: float, skew: float
-) -> str | None:
+def _verdict(expected: list[bytes], given: bytes, exp: int, now: float, skew: float) -> str | None:
     """Constant-time match against every candidate, then the expiry: an expired
     forgery is reported as a forgery."""
     good = False
@@ -180,8 +178,7 @@ class SignedVerifier(Verifier):
         # spare bits of the last character, so a changed last character could pass.
         # The signature is checked before the expiry: an expired forgery is a forgery.
         expected = [
-            _b64url(hmac.new(secret, message, "sha256").digest()).encode()
-            for secret in candidates
+            _b64url(hmac.new(secret, message, "sha256").digest()).encode() for secret in candidates
         ]
         return _verdict(expected, sig.encode("ascii", "replace"), exp, now, self.clock_skew)
 

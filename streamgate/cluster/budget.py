@@ -76,6 +76,7 @@ class FleetBudget:
         self.limit, self.window_ms = window_terms(options.fleet_rate, options.budget_wait)
         self.available = available  # False while the replicator finds Redis down
         self.counters: Counter[str] = Counter()
+        self.last_error = ""
         self._client: Redis | None = None
         self._ids = itertools.count()
 
@@ -105,8 +106,9 @@ class FleetBudget:
             )
         except asyncio.CancelledError:
             raise
-        except Exception:  # a timeout, a lost connection, a script error: local limits
+        except Exception as exc:  # a timeout, a lost connection, a script error: local limits
             self.counters["fallback"] += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
             return None
         granted = bool(answer == 1)
         self.counters["granted" if granted else "refused"] += 1

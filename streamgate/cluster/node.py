@@ -94,6 +94,7 @@ class ClusterNode:
         if self.budget is not None:
             view["fleet_connect_budget"] = {
                 "per_second": self.options.fleet_rate,
+                "last_error": self.budget.last_error or None,
                 **dict(self.budget.counters),
             }
         return view

@@ -105,9 +105,13 @@ class ClusterOptions:
     def node_ttl(self) -> float:
         return 3 * self.heartbeat_interval
 
-    def client(self, *, timeout: float | None = None) -> Redis:
-        """A new redis-py asyncio client (a pool; connects on first use)."""
-        from redis.asyncio import Redis
+    def client(self, *, timeout: float | None = None, max_connections: int | None = None) -> Redis:
+        """A new redis-py asyncio client (a pool; connects on first use).
+
+        ``max_connections``: a small pool that callers queue for (up to ``timeout``)
+        rather than each opening a connection of its own under a burst.
+        """
+        from redis.asyncio import BlockingConnectionPool, Redis
 
         parts = urlsplit(self.url)
         extra: dict[str, Any] = {}
@@ -117,15 +121,23 @@ class ClusterOptions:
                 extra["ssl_ca_certs"] = self.tls_ca_file
         if self.password is not None:
             extra["password"] = self.password
-        client: Redis = Redis.from_url(
-            self.url,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=timeout or self.command_timeout,
-            health_check_interval=0,
-            retry_on_timeout=False,
-            client_name=f"streamgate-{self.node_id}"[:64].replace(" ", "_"),
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": timeout or self.command_timeout,
+            "health_check_interval": 0,
+            "retry_on_timeout": False,
+            "client_name": f"streamgate-{self.node_id}"[:64].replace(" ", "_"),
             **extra,
-        )
+        }
+        if max_connections is not None:
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=max_connections,
+                timeout=timeout or self.command_timeout,
+                **kwargs,
+            )
+            return Redis(connection_pool=pool)
+        client: Redis = Redis.from_url(self.url, **kwargs)
         return client
 
 

@@ -376,8 +376,7 @@ class Ingest:
         if self.state is not IngestState.STARTING:
             return
         description = (
-            f"origin sent no media within {self.settings.start_timeout:g} s: "
-            "stream missing or idle"
+            f"origin sent no media within {self.settings.start_timeout:g} s: stream missing or idle"
         )
         if self.origin is not None and self.link is not None:
             self.origin.missing += 1

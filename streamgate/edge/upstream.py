@@ -65,9 +65,7 @@ _MAX_HELD = 1 << 20
 _GATE_BYTES = 512 * 1024
 
 _MISSING = frozenset({Status.PLAY_STREAM_NOT_FOUND, Status.PLAY_FAILED})
-_ENDED = frozenset(
-    {Status.PLAY_UNPUBLISH_NOTIFY, Status.PLAY_STOP, "NetStream.Play.Complete"}
-)
+_ENDED = frozenset({Status.PLAY_UNPUBLISH_NOTIFY, Status.PLAY_STOP, "NetStream.Play.Complete"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +225,7 @@ class UpstreamLink:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
-        self.conn = ClientConnection(
-            tc_url, self.app, self.connector.limits, now=self.loop.time()
-        )
+        self.conn = ClientConnection(tc_url, self.app, self.connector.limits, now=self.loop.time())
         self.conn.media_sink = self._media
         self.conn.connect()
         self._deadline = self.loop.call_later(self.timeouts.reply_timeout, self._on_deadline)

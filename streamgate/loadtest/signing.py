@@ -18,6 +18,7 @@ from streamgate.client import parse_rtmp_url
 
 __all__ = ["FORMATS", "UrlSigner", "add_query"]
 
+
 def add_query(url: str, query: str) -> str:
     """Append ``query`` (``a=b&c=d``) to the URL's own query string, if any."""
     if not query:

@@ -104,9 +104,7 @@ class Player:
 
     __slots__ = ("fd", "group", "paused_since", "ready", "sink", "stream_id", "write")
 
-    def __init__(
-        self, sink: PlayerSink, stream_id: int, group: _Group, delivery: Delivery
-    ) -> None:
+    def __init__(self, sink: PlayerSink, stream_id: int, group: _Group, delivery: Delivery) -> None:
         self.sink = sink
         self.stream_id = stream_id
         self.group = group
@@ -198,9 +196,7 @@ class Stream:
         """One audio or video message from the publisher or the ingest."""
         self.on_media_batch(((type_id, timestamp, payload),))
 
-    def on_media_batch(
-        self, items: Sequence[tuple[int, int, bytes]], offset: int = 0
-    ) -> int:
+    def on_media_batch(self, items: Sequence[tuple[int, int, bytes]], offset: int = 0) -> int:
         """Audio and video messages in order (an edge's merged read), their
         timestamps shifted by ``offset``; returns the last timestamp."""
         now = self.clock.now()
@@ -509,9 +505,7 @@ class Stream:
     def _group(self, stream_id: int, kinds: int, chunk_size: int) -> _Group:
         group = self.groups.get((stream_id, kinds, chunk_size))
         if group is None:
-            group = self.groups[stream_id, kinds, chunk_size] = _Group(
-                stream_id, kinds, chunk_size
-            )
+            group = self.groups[stream_id, kinds, chunk_size] = _Group(stream_id, kinds, chunk_size)
         return group
 
     def set_kinds(self, player: Player, kinds: int) -> None:

@@ -204,8 +204,7 @@ class ChunkDecoder:
                 )
             if length > self.limits.max_message_size:
                 raise RemoteProtocolError(
-                    f"message of {length} bytes exceeds the limit of "
-                    f"{self.limits.max_message_size}"
+                    f"message of {length} bytes exceeds the limit of {self.limits.max_message_size}"
                 )
         else:
             length = cs.length

@@ -314,9 +314,7 @@ class _Connection:
             raise RemoteProtocolError("User Control message shorter than 6 bytes")
         event, value = _UC_HEAD.unpack_from(payload)
         if event == UserControl.PING_REQUEST:
-            self._send_control(
-                MsgType.USER_CONTROL, user_control(UserControl.PING_RESPONSE, value)
-            )
+            self._send_control(MsgType.USER_CONTROL, user_control(UserControl.PING_RESPONSE, value))
         elif event == UserControl.STREAM_BEGIN:
             self._events.append(StreamBegan(value))
         elif event in (UserControl.STREAM_EOF, UserControl.STREAM_DRY):
@@ -551,7 +549,10 @@ class ServerConnection(_Connection):
     def _cmd_create_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
         if len(self.streams) >= self.limits.max_streams:
             self.send_command(
-                0, "_error", tid, None,
+                0,
+                "_error",
+                tid,
+                None,
                 _status_info("NetConnection.Call.Failed", "too many streams", "error"),
             )
             return

@@ -38,9 +38,7 @@ RTMP_VERSION: Final = 3
 HANDSHAKE_SIZE: Final = 1536
 _DIGEST_LEN: Final = 32
 
-_KEY_TAIL: Final = bytes.fromhex(
-    "f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae"
-)
+_KEY_TAIL: Final = bytes.fromhex("f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae")
 FP_KEY: Final = b"Genuine Adobe Flash Player 001" + _KEY_TAIL  # 62 bytes
 FMS_KEY: Final = b"Genuine Adobe Flash Media Server 001" + _KEY_TAIL  # 68 bytes
 FP_KEY_PARTIAL: Final = FP_KEY[:30]
@@ -178,9 +176,7 @@ class ClientHandshake:
         offset = find_digest(s1, FMS_KEY_PARTIAL) if s1[4:8] != b"\0\0\0\0" else None
         if offset is not None and self._c1_digest:
             self.digest = True
-            self._out += _signed_response(
-                FP_KEY, s1[offset : offset + _DIGEST_LEN], self._random
-            )
+            self._out += _signed_response(FP_KEY, s1[offset : offset + _DIGEST_LEN], self._random)
         else:
             self._out += s1
         self.complete = True

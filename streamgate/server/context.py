@@ -199,9 +199,7 @@ def _fanout(settings: Settings) -> FanoutSettings:
 
 def _hub_settings(settings: Settings) -> HubSettings:
     origin = settings.origin
-    return HubSettings(
-        play_wait=origin.play_wait, publish_idle_timeout=origin.publish_idle_timeout
-    )
+    return HubSettings(play_wait=origin.play_wait, publish_idle_timeout=origin.publish_idle_timeout)
 
 
 def _edge_timing(settings: Settings) -> EdgeTiming:

@@ -310,12 +310,7 @@ class RtmpSession(asyncio.Protocol):
             conn.refuse(sid, Status.PUBLISH_DENIED, "this is an edge: publish to the origin")
             self.close()
             return
-        if (
-            not event.name
-            or self.publishing is not None
-            or self.playing
-            or self.authorizing
-        ):
+        if not event.name or self.publishing is not None or self.playing or self.authorizing:
             conn.refuse(sid, Status.PUBLISH_BAD_NAME, "one stream per connection, with a name")
             self.close()
             return

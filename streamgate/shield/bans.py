@@ -152,9 +152,7 @@ class MemoryBanStore:
         record.failures.append(now)
         return self._maybe_ban(ip, record, len(record.failures), reason, now)
 
-    def record_missing(
-        self, ip: str, name: str, now: float, *, remote: bool = False
-    ) -> Ban | None:
+    def record_missing(self, ip: str, name: str, now: float, *, remote: bool = False) -> Ban | None:
         if self.allowed(ip):
             return None
         if self.listener is not None and not remote:

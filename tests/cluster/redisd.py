@@ -19,11 +19,13 @@ __all__ = ["RedisServer"]
 
 
 class RedisServer:
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, password: str | None = None, port: int | None = None
+    ) -> None:
         self.binary = need("redis-server")
         self.directory = directory
         self.password = password
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,9 +44,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password is not None:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(  # noqa: S603 - our own test peer
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, proc=self.proc)
         return self
 

