@@ -101,6 +101,8 @@ async def serve(
     ctx.config_path = config_path
     server = RtmpServer(ctx)
     await server.start()
+    if ctx.cluster is not None:
+        ctx.cluster.start()  # in the background: a play never waits on Redis
     api: ApiServer | None = None
     demo: DemoSource | None = None
     try:
@@ -131,6 +133,8 @@ async def serve(
             if api is not None:
                 await api.close()  # before the RTMP listener closes
             await server.close()
+            if ctx.cluster is not None:
+                await ctx.cluster.close()
         # Counts still held back (a flood that just ended, the connections
         # closed above) are written before the process goes.
         flush_floods()

@@ -32,6 +32,7 @@ from streamgate.errors import ConfigError
 
 __all__ = [
     "AuthSettings",
+    "ClusterSettings",
     "DemoSettings",
     "EdgeSettings",
     "HttpSettings",
@@ -245,6 +246,16 @@ class EdgeSettings(_Section):
         20.0,
         gt=0,
         description="New upstream connects in any one second, per origin (sliding window).",
+    )
+    fleet_max_connects_per_second: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "New upstream connects per second per origin for the whole fleet ([cluster] "
+            "edges sharing one Redis), on top of max_connects_per_second; 0: off. Checked "
+            "with an atomic Redis script, waiting at most [cluster] budget_wait; when Redis "
+            "does not answer in time the local limit alone applies."
+        ),
     )
     connect_timeout: float = Field(3.0, gt=0, description="TCP connect timeout toward an origin.")
     reply_timeout: float = Field(
@@ -566,6 +577,102 @@ class HttpSettings(_Section):
         return self
 
 
+class ClusterSettings(_Section):
+    """A fleet of edges sharing bans, the negative cache, a connect budget and the
+    origins' directory through Redis. Every play is decided from local state; Redis
+    only replicates it, so a slow or lost Redis never fails a play."""
+
+    redis_url: SecretStr | None = Field(
+        None,
+        description=(
+            "redis://[user:password@]host[:port][/db] or rediss:// (TLS). Unset: no cluster, "
+            "the edge runs alone. Shown with its password redacted."
+        ),
+    )
+    password: SecretStr | None = Field(
+        None,
+        description=(
+            "Redis AUTH password, if not in the URL (environment: STREAMGATE_CLUSTER__PASSWORD)."
+        ),
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the Redis AUTH password (trailing newline ignored)."
+    )
+    tls_ca_file: Path | None = Field(
+        None, description="CA bundle to verify a rediss:// server with (default: the system's)."
+    )
+    node_id: str = Field(
+        "",
+        max_length=128,
+        description="This node's name in the fleet; '' means host name and RTMP port.",
+    )
+    key_prefix: str = Field(
+        "streamgate:",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key and channel (one fleet per prefix).",
+    )
+    connect_timeout: float = Field(
+        1.0, gt=0, le=30, description="Seconds to connect to Redis before retrying with backoff."
+    )
+    command_timeout: float = Field(
+        1.0, gt=0, le=30, description="Seconds a Redis command of the replicator may take."
+    )
+    budget_wait: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description=(
+            "Most seconds an upstream connect waits for the fleet connect budget "
+            "([edge] fleet_max_connects_per_second) before the local limit alone decides."
+        ),
+    )
+    heartbeat_interval: float = Field(
+        2.0,
+        ge=0.1,
+        le=60,
+        description="Seconds between heartbeats; a node unseen for 3 of them is gone.",
+    )
+    reconcile_interval: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Seconds between full reads of the shared state (pub/sub carries changes).",
+    )
+    backoff_initial: float = Field(
+        0.5, gt=0, description="First reconnect delay ceiling toward Redis; doubles, full jitter."
+    )
+    backoff_max: float = Field(30.0, gt=0, description="Largest reconnect delay ceiling.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise ValueError("expected redis://host[:port][/db] or rediss://...")
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                raise ValueError("redis_url has an invalid port") from None
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if any(c in value for c in "*?[]\\ ") or not value.isprintable():
+            raise ValueError("key_prefix must be printable, without spaces or glob characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> ClusterSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be at least backoff_initial")
+        return self
+
+
 class DemoSettings(_Section):
     """A built-in test source (origin mode): a test pattern with a tone, made with PyAV."""
 
@@ -616,6 +723,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -73,6 +73,7 @@ _DEBIAN_PACKAGES: dict[str, str] = {
     "ffprobe": "ffmpeg",
     "nginx": "nginx libnginx-mod-rtmp",
     "rtmpdump": "rtmpdump",
+    "redis-server": "redis-server",
 }
 
 

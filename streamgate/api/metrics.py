@@ -225,6 +225,8 @@ class StreamgateCollector:
         yield from self._protection(now)
         if ctx.edge is not None:
             yield from self._edge(now)
+        if ctx.cluster is not None:
+            yield from self._cluster()
         yield from self._loop_lag()
         yield from self._http()
         yield from _listen_queue()
@@ -349,6 +351,55 @@ class StreamgateCollector:
             "IPs the admission guard keeps per-IP state for.",
             value=ctx.admission.tracked_ips,
         )
+
+    def _cluster(self) -> Iterator[Metric]:
+        cluster = self.ctx.cluster
+        assert cluster is not None
+        rep = cluster.replicator
+        yield GaugeMetricFamily(
+            "streamgate_cluster_up", "1 while this node reaches the cluster's Redis.", value=rep.up
+        )
+        yield GaugeMetricFamily(
+            "streamgate_cluster_nodes",
+            "Nodes of the fleet with a live heartbeat (as of the last read).",
+            value=len(rep.nodes),
+        )
+        yield CounterMetricFamily(
+            "streamgate_cluster_redis_errors",
+            "Failed Redis sessions or connects (each followed by a backoff and a retry).",
+            value=rep.counters["errors"],
+        )
+        yield _labelled_counter(
+            "streamgate_cluster_received",
+            "Changes learned from other nodes and applied here, by kind.",
+            "kind",
+            rep.received(),
+        )
+        sent = {k.partition(":")[2]: v for k, v in rep.counters.items() if k.startswith("sent:")}
+        yield _labelled_counter(
+            "streamgate_cluster_sent",
+            "Local changes written to the cluster, by kind.",
+            "kind",
+            sent,
+        )
+        yield _labelled_counter(
+            "streamgate_cluster_malformed",
+            "Entries read from Redis that were not what a node writes (ignored), by kind.",
+            "kind",
+            rep.malformed(),
+        )
+        yield CounterMetricFamily(
+            "streamgate_cluster_dropped",
+            "Local changes dropped because the write queue was full.",
+            value=rep.counters["dropped"],
+        )
+        if cluster.budget is not None:
+            yield _labelled_counter(
+                "streamgate_cluster_budget",
+                "Fleet connect budget checks: granted, refused, fallback (local limits only).",
+                "result",
+                cluster.budget.counters,
+            )
 
     def _edge(self, now: float) -> Iterator[Metric]:
         edge = self.ctx.edge

@@ -12,6 +12,7 @@
 ``GET /api/v1/directory``                    playable streams (polled by edges in front)
 ``GET|DELETE /api/v1/bans``                  bans in force / lift them all
 ``GET|DELETE /api/v1/bans/{ip}``             one ban / lift it
+``GET /api/v1/cluster``                      the fleet: Redis state, nodes seen, what came in
 ``POST /api/v1/reload``                      re-read the configuration file
 ===========================================  ===================================================
 
@@ -153,6 +154,9 @@ def build_routes(api: ApiContext) -> list[Route]:
         api.counters["ban_lifted"] += 1
         return json_response(200, {"ip": args[0], "lifted": True})
 
+    def cluster(request: Request, args: PathArgs) -> Response:
+        return json_response(200, views.cluster_view(api.ctx, api.now()))
+
     def reload(request: Request, args: PathArgs) -> Response:
         if api.reload is None:
             return error_response(501, "this gateway was started without a reloadable config")
@@ -176,5 +180,6 @@ def build_routes(api: ApiContext) -> list[Route]:
         Route((*v1, "directory"), {"GET": directory}),
         Route((*v1, "bans"), {"GET": list_bans, "DELETE": lift_all_bans}),
         Route((*v1, "bans", "*"), {"GET": get_ban, "DELETE": delete_ban}),
+        Route((*v1, "cluster"), {"GET": cluster}),
         Route((*v1, "reload"), {"POST": reload}),
     ]

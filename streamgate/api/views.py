@@ -33,6 +33,7 @@ __all__ = [
     "bans_listing",
     "client_view",
     "clients_listing",
+    "cluster_view",
     "find_missing",
     "find_streams",
     "missing_cached",
@@ -340,9 +341,7 @@ def directory_listing(ctx: ServerContext) -> JsonObject:
     Published streams with a publisher, and an edge's live (or lingering) pulls;
     no waiting, missing or reconnecting names.
     """
-    playable = [
-        {"app": s.app, "name": s.name} for s in ctx.hub if ctx.hub.publisher(s) is not None
-    ]
+    playable = [{"app": s.app, "name": s.name} for s in ctx.hub if ctx.hub.publisher(s) is not None]
     if ctx.edge is not None:
         playable += [
             {"app": i.key[0], "name": split_query(i.key[1])[0]}
@@ -364,6 +363,13 @@ def bans_listing(ctx: ServerContext, now: float) -> list[JsonObject]:
         }
         for ban in bans
     ]
+
+
+def cluster_view(ctx: ServerContext, now: float) -> JsonObject:
+    """The fleet as this node sees it (``{"enabled": false}`` without ``[cluster]``)."""
+    if ctx.cluster is None:
+        return {"enabled": False}
+    return ctx.cluster.view(now)
 
 
 def readiness(ctx: ServerContext, listening: bool, now: float) -> tuple[bool, JsonObject]:

@@ -19,6 +19,9 @@ Three listings are understood, recognised by their content:
 A listing is trusted for ``stale_after`` seconds after it was fetched; an
 origin whose listing is older (or never fetched) is "unknown", and plays of
 it behave as if there were no directory.
+
+In a fleet, ``share`` (the cluster's) brings the listings up to date from
+the one node that polls for all; when it cannot, this node polls itself.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from streamgate.http_client import HttpError, HttpTarget, fetch
 
-__all__ = ["DirectoryError", "Listing", "OriginDirectory", "parse_listing"]
+__all__ = ["DirectoryError", "Listing", "OriginDirectory", "SharedListings", "parse_listing"]
 
 log = logging.getLogger("streamgate.edge")
 
@@ -121,6 +125,11 @@ class Listing:
         return self.fetched_at is not None and now - self.fetched_at <= stale_after
 
 
+class SharedListings(Protocol):
+    async def poll(self, directory: OriginDirectory, now: Callable[[], float]) -> bool:
+        """Bring the listings up to date for this node; False: poll the origins here."""
+
+
 @dataclass(slots=True)
 class OriginDirectory:
     """Listings of the origins, by the origin's index in the pool."""
@@ -130,6 +139,7 @@ class OriginDirectory:
     timeout: float
     authoritative: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    share: SharedListings | None = field(default=None, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -184,10 +194,15 @@ class OriginDirectory:
 
     async def _poll(self, now: Callable[[], float]) -> None:
         while True:
-            await asyncio.gather(
-                *(self.refresh(ls, now) for ls in self.listings if ls.target is not None)
-            )
+            if self.share is None or not await self.share.poll(self, now):
+                await self.poll_origins(now)
             await asyncio.sleep(self.interval)
+
+    async def poll_origins(self, now: Callable[[], float]) -> None:
+        """Fetch every origin's listing once."""
+        await asyncio.gather(
+            *(self.refresh(ls, now) for ls in self.listings if ls.target is not None)
+        )
 
     async def refresh(self, listing: Listing, now: Callable[[], float]) -> None:
         assert listing.target is not None

@@ -97,6 +97,10 @@ class LinkSink(Protocol):
         """``connect``: the origin could not be reached or did not answer in time;
         otherwise an established link was lost."""
 
+    def link_refused(self, reason: str, description: str) -> None:
+        """The link was held back before it reached the origin (the fleet's connect
+        budget): a refusal like the pool's, no verdict on the origin."""
+
 
 class Link(Protocol):
     def close(self) -> None: ...
@@ -411,6 +415,11 @@ class Ingest:
         elif self.state is IngestState.LINGER:
             self._end(description)
 
+    def link_refused(self, reason: str, description: str) -> None:
+        self._close_link()  # releases the pool's link and an unused probe
+        self.host.count_refusal(reason)
+        self._no_origin(Refusal(reason, description))
+
     # ------------------------------------------------------------ timers
 
     def _start_timeout(self) -> None:
@@ -421,8 +430,7 @@ class Ingest:
         if self.state is not IngestState.STARTING:
             return
         description = (
-            f"origin sent no media within {self.settings.start_timeout:g} s: "
-            "stream missing or idle"
+            f"origin sent no media within {self.settings.start_timeout:g} s: stream missing or idle"
         )
         if self._lease is not None:
             self.host.pool.record_miss(self._lease)
@@ -573,3 +581,7 @@ class _Sink:
     def link_failed(self, description: str, *, connect: bool) -> None:
         if (ingest := self._current()) is not None:
             ingest.link_failed(description, connect=connect)
+
+    def link_refused(self, reason: str, description: str) -> None:
+        if (ingest := self._current()) is not None:
+            ingest.link_refused(reason, description)

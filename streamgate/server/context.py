@@ -34,6 +34,7 @@ from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
 if TYPE_CHECKING:
+    from streamgate.cluster.node import ClusterNode
     from streamgate.server.session import RtmpSession
 
 __all__ = ["ServerContext"]
@@ -58,6 +59,7 @@ class ServerContext:
     bans: SafeBans
     admission: AdmissionGuard
     edge: EdgeHub | None = None
+    cluster: ClusterNode | None = None  # [cluster] redis_url set: the fleet's replication
     sessions: dict[int, RtmpSession] = field(default_factory=dict)
     counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads
@@ -101,6 +103,7 @@ class ServerContext:
             ctx.edge.upstream_signer = _upstream_signer(settings)
             ctx.edge.directory = _directory(settings)
             ctx.source = ctx.edge
+        ctx.cluster = _cluster(settings, bans, clock, ctx.edge)
         return ctx
 
     def trusted(self, ip: str) -> bool:
@@ -118,6 +121,8 @@ class ServerContext:
             before, after = getattr(old.http, name), getattr(settings.http, name)
             if before != after:
                 restart.append(f"[http] {name} ({before} -> {after})")
+        if _cluster_terms(settings) != _cluster_terms(old):
+            restart.append("[cluster] (or [edge] fleet_max_connects_per_second)")
         self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
         self.settings = settings
         self.limits = _connection_limits(settings)
@@ -128,7 +133,7 @@ class ServerContext:
         if self.edge is not None and settings.mode == "edge":
             self.edge.settings = _edge_timing(settings)
             self.edge.fanout = _fanout(settings)
-            connector = self.edge.connector
+            connector = getattr(self.edge.connector, "inner", self.edge.connector)  # fleet gate
             if isinstance(connector, RtmpConnector):
                 connector.merge_delay = settings.rtmp.merge_ms / 1000
             self.edge.negative.ttl = settings.edge.missing_ttl
@@ -140,9 +145,35 @@ class ServerContext:
                     self.edge.directory.close()
                 self.edge.directory = _directory(settings)
                 if self.edge.directory is not None:
+                    if self.cluster is not None:
+                        self.edge.directory.share = self.cluster.directory
                     self.edge.directory.start(self.edge.clock.now)
         logging.getLogger().setLevel(settings.log.level.upper())
         return restart
+
+
+def _cluster_terms(settings: Settings) -> tuple[object, ...]:
+    """What the cluster is built from (SecretStr compares by value)."""
+    return (settings.cluster, settings.edge.fleet_max_connects_per_second)
+
+
+def _cluster(
+    settings: Settings, bans: SafeBans, clock: Clock, edge: EdgeHub | None
+) -> ClusterNode | None:
+    """The fleet's side of this server, or None without ``[cluster] redis_url``."""
+    if settings.cluster.redis_url is None:
+        return None  # and nothing of the cluster (nor redis) is imported
+    from streamgate.cluster.node import ClusterNode
+    from streamgate.cluster.settings import cluster_options
+
+    options = cluster_options(settings)
+    store = bans.store
+    if options is None or not isinstance(store, MemoryBanStore):
+        return None
+    node = ClusterNode(options, store, clock)
+    if edge is not None:
+        node.attach_edge(edge)
+    return node
 
 
 def _connection_limits(settings: Settings) -> ConnectionLimits:
@@ -174,9 +205,7 @@ def _fanout(settings: Settings) -> FanoutSettings:
 
 def _hub_settings(settings: Settings) -> HubSettings:
     origin = settings.origin
-    return HubSettings(
-        play_wait=origin.play_wait, publish_idle_timeout=origin.publish_idle_timeout
-    )
+    return HubSettings(play_wait=origin.play_wait, publish_idle_timeout=origin.publish_idle_timeout)
 
 
 def _edge_timing(settings: Settings) -> EdgeTiming:

@@ -14,17 +14,23 @@ Invariants:
   :class:`BanStore` interface so a shared (cluster) backend can replace it.
   :class:`SafeBans` wraps any store so that its failure degrades protection,
   logged, and never breaks a play.
+* A :class:`BanListener` (the cluster's replicator) hears every local failure,
+  ban and lift; what it learns from other nodes comes back through
+  :meth:`MemoryBanStore.merge` and ``remote=True``, which it does not hear, so
+  nothing echoes. Bans merge last-writer-wins on the time of the change.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Ban", "BanRules", "BanStore", "MemoryBanStore", "SafeBans"]
+__all__ = ["Ban", "BanListener", "BanRules", "BanStore", "MemoryBanStore", "SafeBans"]
 
 log = logging.getLogger("streamgate.bans")
 
@@ -61,6 +67,11 @@ class _Record:
     last_ban: float = 0.0
     banned_until: float = 0.0
     reason: str = ""
+    lifted: float = 0.0  # when a ban was last lifted by hand
+
+    @property
+    def changed(self) -> float:
+        return max(self.last_ban, self.lifted)
 
 
 class BanStore(Protocol):
@@ -79,6 +90,17 @@ class BanStore(Protocol):
     def unban(self, ip: str) -> bool: ...
 
 
+class BanListener(Protocol):
+    """Hears the local store's changes (the cluster replicates them); must not raise."""
+
+    def failed(self, ip: str, kind: str, detail: str, now: float) -> None:
+        """``kind`` ``"failure"`` (detail: the reason) or ``"missing"`` (the name)."""
+
+    def banned(self, ban: Ban, now: float) -> None: ...
+
+    def lifted(self, ip: str, offences: int, now: float) -> None: ...
+
+
 class MemoryBanStore:
     """The node-local store."""
 
@@ -89,6 +111,9 @@ class MemoryBanStore:
         # ip -> allow-listed? Asked at every accept: parsing the address each
         # time was an eighth of the cost of a connection in a flood.
         self._allowed: dict[str, bool] = {}
+        self.listener: BanListener | None = None
+        # Dates a lift (unban has no ``now``); the server sets its loop's clock.
+        self.clock: Callable[[], float] = time.monotonic
 
     def configure(self, rules: BanRules) -> None:
         self.rules = rules
@@ -126,18 +151,25 @@ class MemoryBanStore:
             self._records.move_to_end(ip)
         return record
 
-    def record_failure(self, ip: str, reason: str, now: float) -> Ban | None:
+    def record_failure(
+        self, ip: str, reason: str, now: float, *, remote: bool = False
+    ) -> Ban | None:
+        """``remote``: another node saw it (counted here, not told to the listener)."""
         if self.allowed(ip):
             return None
+        if self.listener is not None and not remote:
+            self.listener.failed(ip, "failure", reason, now)
         record = self._record(ip)
         cutoff = now - self.rules.window
         record.failures = [t for t in record.failures if t > cutoff]
         record.failures.append(now)
         return self._maybe_ban(ip, record, len(record.failures), reason, now)
 
-    def record_missing(self, ip: str, name: str, now: float) -> Ban | None:
+    def record_missing(self, ip: str, name: str, now: float, *, remote: bool = False) -> Ban | None:
         if self.allowed(ip):
             return None
+        if self.listener is not None and not remote:
+            self.listener.failed(ip, "missing", name[:256], now)
         record = self._record(ip)
         cutoff = now - self.rules.window
         names = {n: t for n, t in record.missing_names.items() if t > cutoff}
@@ -164,7 +196,44 @@ class MemoryBanStore:
         record.missing_names.clear()
         self.banned_total += 1
         log.warning("banned %s for %g s (%s, offence %d)", ip, duration, reason, record.offences)
-        return Ban(ip, record.banned_until, record.offences, reason)
+        ban = Ban(ip, record.banned_until, record.offences, reason)
+        if self.listener is not None:  # a ban caused by remote failures is news too
+            self.listener.banned(ban, now)
+        return ban
+
+    def merge(self, ban: Ban, changed: float, now: float) -> bool:
+        """Take a ban (``until`` 0: a lift) another node made at ``changed``.
+
+        Last writer wins: it applies only if it is newer than this node's own
+        last change of the address. Returns whether it changed anything.
+        """
+        if self.allowed(ban.ip):
+            return False
+        record = self._records.get(ban.ip)
+        # A millisecond of slack: its own change, back through a wall-clock
+        # round trip, must not read as newer.
+        if record is not None and record.changed >= changed - 1e-3:
+            return False
+        record = self._record(ban.ip)
+        record.offences = ban.offences
+        record.reason = ban.reason
+        if ban.until > 0:
+            record.banned_until = ban.until
+            record.last_ban = changed
+            record.failures.clear()
+            record.missing_names.clear()
+        else:
+            record.banned_until = 0.0
+            record.lifted = changed
+        return True
+
+    def changes(self) -> list[tuple[Ban, float]]:
+        """Every ban and lift this node knows, with when it changed (to republish)."""
+        return [
+            (Ban(ip, r.banned_until, r.offences, r.reason), r.changed)
+            for ip, r in self._records.items()
+            if r.changed
+        ]
 
     def bans(self, now: float) -> list[Ban]:
         return [
@@ -178,6 +247,10 @@ class MemoryBanStore:
         if record is None or not record.banned_until:
             return False
         record.banned_until = 0.0
+        # Strictly after the ban it lifts, so the lift wins every merge with it.
+        record.lifted = max(record.last_ban + 1e-6, self.clock())
+        if self.listener is not None:
+            self.listener.lifted(ip, record.offences, record.lifted)
         return True
 
 

@@ -53,6 +53,9 @@ class RecordingSink:
 
     def link_missing(self, code: str, description: str) -> None:
         self.calls.append(("missing", (code, description)))
+
+    def link_refused(self, reason: str, description: str) -> None:
+        self.calls.append(("refused", (reason, description)))
         self.done.set()
 
     def link_ended(self, description: str) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import uvloop
 
@@ -65,7 +65,7 @@ class ServerThread:
         await self._stop.wait()
         await self.server.close()
 
-    def start(self) -> ServerThread:
+    def start(self) -> Self:
         self._thread.start()
         if not self._started.wait(10) or self._error is not None:
             raise RuntimeError(f"server did not start: {self._error!r}")
@@ -76,7 +76,7 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
-    def __enter__(self) -> ServerThread:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -74,7 +74,9 @@ class BrokenStore(MemoryBanStore):
     def is_banned(self, ip: str, now: float) -> bool:
         raise ConnectionError("cluster backend unreachable")
 
-    def record_failure(self, ip: str, reason: str, now: float) -> Ban | None:
+    def record_failure(
+        self, ip: str, reason: str, now: float, *, remote: bool = False
+    ) -> Ban | None:
         raise ConnectionError("cluster backend unreachable")
 
 
