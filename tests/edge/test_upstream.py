@@ -53,6 +53,7 @@ class RecordingSink:
 
     def link_missing(self, code: str, description: str) -> None:
         self.calls.append(("missing", (code, description)))
+        self.done.set()
 
     def link_refused(self, reason: str, description: str) -> None:
         self.calls.append(("refused", (reason, description)))
