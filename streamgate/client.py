@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -134,8 +133,8 @@ class RtmpClient:
     """One client connection; use :meth:`open` then :meth:`play` or :meth:`publish`.
 
     The steps can also be taken one by one (``streamgate probe`` does, to
-    time and diagnose each): :meth:`attach_socket`, :meth:`start_tls`,
-    :meth:`wait_for` the handshake, ``conn.connect()`` and :meth:`next_event`.
+    time and diagnose each): ``loop.create_connection(client.protocol, ...)``
+    (TLS included), :meth:`handshake`, ``conn.connect()`` and :meth:`next_event`.
     """
 
     def __init__(
@@ -189,20 +188,9 @@ class RtmpClient:
                 raise UpstreamError(f"unexpected answer to connect: {event!r}")
         return client
 
-    async def attach_socket(self, sock: socket.socket) -> None:
-        """Run over a socket connected by the caller (C0+C1 go out at once)."""
-        loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: _Protocol(self), sock=sock)
-
-    async def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
-        """Upgrade the connection to TLS before the RTMP handshake; raises ssl errors."""
-        transport = self.transport
-        assert transport is not None
-        loop = asyncio.get_running_loop()
-        protocol = transport.get_protocol()
-        tls = await loop.start_tls(transport, protocol, context, server_hostname=server_hostname)
-        assert tls is not None
-        self.transport = tls
+    def protocol(self) -> asyncio.Protocol:
+        """A protocol to run this client over: ``create_connection(client.protocol, ...)``."""
+        return _Protocol(self)
 
     def extra_info(self, name: str) -> Any:
         return self.transport.get_extra_info(name) if self.transport is not None else None

@@ -51,14 +51,6 @@ from streamgate.rtmp.events import (
     StreamEnded,
 )
 from streamgate.rtmp.handshake import ClientHandshake, ServerHandshake
-from streamgate.rtmp.netstream import (
-    STREAM_DRY,
-    STREAM_EOF,
-    NetStreamInput,
-    NetStreams,
-    NetStreamState,
-    classify_status,
-)
 from streamgate.rtmp.messages import (
     CSID_COMMAND,
     CSID_CONTROL,
@@ -67,6 +59,14 @@ from streamgate.rtmp.messages import (
     Status,
     UserControl,
     user_control,
+)
+from streamgate.rtmp.netstream import (
+    STREAM_DRY,
+    STREAM_EOF,
+    NetStreamInput,
+    NetStreams,
+    NetStreamState,
+    classify_status,
 )
 
 __all__ = [
