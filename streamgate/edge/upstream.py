@@ -12,10 +12,16 @@ Outcomes, as the sink hears them:
 
 * connect refused or timed out, no answer in time, closed before ``play``
   was sent -> ``link_failed(connect=True)`` (the origin's health);
-* ``Play.StreamNotFound``/``Play.Failed``/an ``_error``, or a refused
+* the play refused (``PlayRefused``: ``Play.StreamNotFound``, ``Play.Failed``
+  or any error status), createStream answered with ``_error``, or a refused
   ``connect`` -> ``link_missing``;
-* ``Play.UnpublishNotify``/``Play.Stop``/StreamEOF -> ``link_ended``;
+* the play ended (``PlayEnded``: ``Play.UnpublishNotify``/``Stop``/``Complete``,
+  StreamEOF) -> ``link_ended``;
 * the connection lost once playing -> ``link_failed(connect=False)``.
+
+What a status means is decided by the core (:mod:`streamgate.rtmp.netstream`);
+the link only maps it to the sink. The bytes go through the shared
+:class:`~streamgate.client.ClientDriver`, one call per read.
 
 Merged reads: once a keyframe went through, what the origin sends is held for at most
 ``merge_delay`` seconds (the edge's ``merge_ms``) and decoded in one go, then
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
+from streamgate.client import ClientDriver
 from streamgate.edge.ingest import LinkSink
 from streamgate.edge.origins import Origin
 from streamgate.errors import ProtocolError
@@ -47,9 +54,11 @@ from streamgate.rtmp.events import (
     DataReceived,
     Event,
     MediaReceived,
-    StatusReceived,
+    PlayEnded,
+    PlayRefused,
+    PlayStarted,
     StreamCreated,
-    StreamEnded,
+    StreamCreateFailed,
 )
 from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
 from streamgate.rtmp.messages import MsgType, Status
@@ -63,11 +72,6 @@ _MAX_HELD = 1 << 20
 # Merged reads with the kernel's help: SO_RCVLOWAT keeps the socket from
 # waking us until this much arrived, or a tick lowers it again.
 _GATE_BYTES = 512 * 1024
-
-_MISSING = frozenset({Status.PLAY_STREAM_NOT_FOUND, Status.PLAY_FAILED})
-_ENDED = frozenset(
-    {Status.PLAY_UNPUBLISH_NOTIFY, Status.PLAY_STOP, "NetStream.Play.Complete"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,7 @@ class UpstreamLink:
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self.conn: ClientConnection | None = None
+        self.driver: ClientDriver | None = None
         self.stream_id = 0
         self.play_sent = False
         self.playing = False
@@ -223,17 +228,15 @@ class UpstreamLink:
             transport.abort()
             return
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
         self.conn = ClientConnection(
             tc_url, self.app, self.connector.limits, now=self.loop.time()
         )
         self.conn.media_sink = self._media
         self.conn.connect()
+        self.driver = ClientDriver(self.conn, self._on_events, self._on_protocol_error)
         self._deadline = self.loop.call_later(self.timeouts.reply_timeout, self._on_deadline)
-        self._flush()
+        self.driver.attach(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -302,15 +305,14 @@ class UpstreamLink:
             self._set_gate(1)
 
     def _decode(self, data: bytes) -> None:
-        conn = self.conn
-        if conn is None or self.closed:
-            return
-        try:
-            events = conn.receive_data(data)
-        except ProtocolError as exc:
-            self._batch = None
-            self._fail(f"protocol error from origin: {exc.description}", connect=not self.playing)
-            return
+        if self.driver is not None and not self.closed:
+            self.driver.feed(data)  # -> _on_events or _on_protocol_error
+
+    def _on_protocol_error(self, exc: ProtocolError) -> None:
+        self._batch = None
+        self._fail(f"protocol error from origin: {exc.description}", connect=not self.playing)
+
+    def _on_events(self, events: list[Event]) -> None:
         batch, self._batch = self._batch, None
         if batch:  # all of it came before any event of this read
             self.sink.link_media_batch(batch)
@@ -323,7 +325,6 @@ class UpstreamLink:
                 handler(self, event)
             if self.closed:
                 return
-        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()  # what the origin said last (e.g. UnpublishNotify) comes first
@@ -337,12 +338,6 @@ class UpstreamLink:
             self.sink.link_failed("origin closed the connection after play", connect=False)
         else:
             self._fail("origin closed the connection before answering", connect=True)
-
-    def _flush(self) -> None:
-        if self.conn is not None and self.transport is not None and not self.closed:
-            out = self.conn.data_to_send()
-            if out:
-                self.transport.write(out)
 
     # ------------------------------------------------------------ events
 
@@ -382,6 +377,7 @@ class UpstreamLink:
         self._cancel_deadline()
         self.transport = None
         self.conn = None
+        self.driver = None
         self.generation += 1
         self.redirects += 1
         self.host = host
@@ -395,30 +391,32 @@ class UpstreamLink:
         self.conn.play(event.stream_id, self.name)
         self.play_sent = True
 
-    def _on_status(self, event: StatusReceived) -> None:
+    def _on_play_started(self, event: PlayStarted) -> None:
+        self._playing()
+
+    def _on_play_refused(self, event: PlayRefused) -> None:
+        # The edge's players hear StreamNotFound as such, any other refusal as Play.Failed.
         code = event.code
-        if code in (Status.PLAY_START, Status.PLAY_RESET):
-            self._playing()
-        elif code in _MISSING or event.level == "error":
-            self.close()
-            self.sink.link_missing(
-                code if code in _MISSING else Status.PLAY_FAILED,
-                event.description or code,
-            )
-        elif code in _ENDED:
-            self.close()
-            self.sink.link_ended(f"origin: {code}")
+        if code != Status.PLAY_STREAM_NOT_FOUND:
+            code = Status.PLAY_FAILED
+        self.close()
+        self.sink.link_missing(code, event.description or event.code)
+
+    def _on_create_failed(self, event: StreamCreateFailed) -> None:
+        self.close()
+        self.sink.link_missing(Status.PLAY_FAILED, event.description or event.code)
+
+    def _on_play_ended(self, event: PlayEnded) -> None:
+        self.close()
+        self.sink.link_ended(f"origin: {event.code}")
 
     def _playing(self) -> None:
         if not self.playing:
             self.playing = True
             self._cancel_deadline()
+            if self.conn is not None:
+                self.conn.note_media(self.stream_id)  # media may have come first
             self.sink.link_playing()
-
-    def _on_stream_ended(self, event: StreamEnded) -> None:
-        if self.playing and event.stream_id == self.stream_id:
-            self.close()
-            self.sink.link_ended("origin: StreamEOF")
 
     def _on_media(self, event: MediaReceived) -> None:
         self._media(event.stream_id, event.type_id, event.timestamp, event.payload)
@@ -446,8 +444,10 @@ class UpstreamLink:
         Connected: _on_connected,
         ConnectRejected: _on_rejected,
         StreamCreated: _on_stream_created,
-        StatusReceived: _on_status,
-        StreamEnded: _on_stream_ended,
+        StreamCreateFailed: _on_create_failed,
+        PlayStarted: _on_play_started,
+        PlayRefused: _on_play_refused,
+        PlayEnded: _on_play_ended,
         MediaReceived: _on_media,
         DataReceived: _on_data,
     }

@@ -1,9 +1,11 @@
 """One load-test player: an RTMP play that parses only until its first keyframe.
 
 A player goes through the real client core
-(:class:`~streamgate.rtmp.connection.ClientConnection`) for the handshake,
-``connect``, ``createStream``, ``play`` and the first media messages, and
-records when each step completed. Once the first video keyframe is in it
+(:class:`~streamgate.rtmp.connection.ClientConnection`, fed by the shared
+:class:`~streamgate.client.ClientDriver`) for the handshake, ``connect``,
+``createStream``, ``play`` and the first media messages, and records when
+each step completed; what a status means (``PlayStarted``, ``PlayRefused``)
+the core decides. Once the first video keyframe is in it
 drops the core and only counts bytes: every read lands in one buffer the
 whole worker process shares (``asyncio.BufferedProtocol``, so there is no
 allocation per read), and the player adds the byte count and the time.
@@ -42,19 +44,23 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, Final
 
-from streamgate.client import RtmpUrl
+from streamgate.client import ClientDriver, RtmpUrl
 from streamgate.errors import ProtocolError
 from streamgate.rtmp.chunk import encode_message
 from streamgate.rtmp.connection import ClientConnection, ConnState
 from streamgate.rtmp.events import (
     Connected,
     ConnectRejected,
+    Event,
     MediaReceived,
+    PlayRefused,
+    PlayStarted,
     StatusReceived,
     StreamCreated,
+    StreamCreateFailed,
 )
 from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
-from streamgate.rtmp.messages import CSID_CONTROL, MsgType, Status
+from streamgate.rtmp.messages import CSID_CONTROL, MsgType
 
 __all__ = [
     "ACK_EVERY",
@@ -172,6 +178,7 @@ class Player(asyncio.BufferedProtocol):
         "conn",
         "connected",
         "done",
+        "driver",
         "ended",
         "error",
         "handshake",
@@ -220,6 +227,8 @@ class Player(asyncio.BufferedProtocol):
         self.state = State.CONNECTING
         self.conn: ClientConnection | None = ClientConnection(url.tc_url, url.app)
         self.conn.connect()
+        # Parse mode only: dropped with the core at the first keyframe.
+        self.driver: ClientDriver | None = ClientDriver(self.conn, self._on_events, self._on_error)
         self.transport: asyncio.Transport | None = None
         self.sock: Any = None
         self.timer: asyncio.TimerHandle | None = None
@@ -243,16 +252,13 @@ class Player(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         self.sock = sock
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.options.quickack:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        if self.state is not State.CONNECTING:  # closed (timeout) while connecting
+        if sock is not None and self.options.quickack:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if self.state is not State.CONNECTING or self.driver is None:  # closed while connecting
             transport.close()
             return
         self.state = State.COMMANDS
-        assert self.conn is not None
-        self.transport.write(self.conn.data_to_send())  # type: ignore[union-attr]
+        self.driver.attach(transport)  # TCP_NODELAY, then C0+C1 and connect
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.view
@@ -285,63 +291,86 @@ class Player(asyncio.BufferedProtocol):
     # ------------------------------------------------------------ parse mode
 
     def _parse(self, nbytes: int) -> None:
-        conn = self.conn
-        assert conn is not None
+        conn, driver = self.conn, self.driver
+        assert conn is not None and driver is not None
         if self.options.quickack and self.sock is not None:
             # Linux leaves quick-ack mode by itself; ask again after every read
             # so no delayed ACK holds the server back before the first keyframe.
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        try:
-            events = conn.receive_data(bytes(self.view[:nbytes]))
-        except ProtocolError as exc:
-            self.fail(f"protocol error: {exc.description}")
-            return
+        driver.feed(bytes(self.view[:nbytes]))  # -> _on_events or _on_error
         if not self.handshake and conn.state is not ConnState.HANDSHAKE:
             self.handshake = self.last_rx
+
+    def _on_error(self, exc: ProtocolError) -> None:
+        self.fail(f"protocol error: {exc.description}")
+
+    def _on_events(self, events: list[Event]) -> None:
+        handlers = self._handlers
         for event in events:
-            kind = type(event)
-            if kind is MediaReceived:
-                assert isinstance(event, MediaReceived)
-                if (
-                    event.type_id == MsgType.VIDEO
-                    and classify_video(event.payload) == VIDEO_KEYFRAME
-                ):
-                    self._first_keyframe()
-                    break
-            elif kind is StatusReceived:
-                assert isinstance(event, StatusReceived)
-                self.last_status = event.code
-                if event.code == Status.PLAY_START and not self.play_start:
-                    self.play_start = self.last_rx
-                    self.state = State.STARTED
-                elif event.level == "error":
-                    self.refused(f"{event.code}: {event.description}")
-                    return
-            elif kind is Connected:
-                self.connected = self.last_rx
-                conn.create_stream()
-            elif kind is StreamCreated:
-                assert isinstance(event, StreamCreated)
-                conn.play(event.stream_id, self.url.name)
-                self.play_sent = time.monotonic()
-            elif kind is ConnectRejected:
-                assert isinstance(event, ConnectRejected)
-                self.last_status = event.code
-                self.refused(f"connect rejected: {event.code}: {event.description}")
-                return
-        out = conn.data_to_send()
-        if out and self.transport is not None:
-            self.transport.write(out)
+            handler = handlers.get(type(event))
+            if handler is not None and handler(self, event):
+                return  # counting from here, or over
+
+    # Each returns True when the rest of the read is not the core's any more.
+
+    def _on_media(self, event: MediaReceived) -> bool:
+        if event.type_id == MsgType.VIDEO and classify_video(event.payload) == VIDEO_KEYFRAME:
+            self._first_keyframe()
+            return True
+        return False
+
+    def _on_status(self, event: StatusReceived) -> bool:
+        self.last_status = event.code  # kept for the record, whatever it means
+        return False
+
+    def _on_play_started(self, event: PlayStarted) -> bool:
+        self.play_start = self.last_rx
+        self.state = State.STARTED
+        return False
+
+    def _on_play_refused(self, event: PlayRefused) -> bool:
+        self.refused(f"{event.code}: {event.description}")
+        return True
+
+    def _on_create_failed(self, event: StreamCreateFailed) -> bool:
+        self.refused(f"{event.code}: {event.description}")
+        return True
+
+    def _on_connected(self, event: Connected) -> bool:
+        self.connected = self.last_rx
+        assert self.conn is not None
+        self.conn.create_stream()
+        return False
+
+    def _on_stream_created(self, event: StreamCreated) -> bool:
+        assert self.conn is not None
+        self.conn.play(event.stream_id, self.url.name)
+        self.play_sent = time.monotonic()
+        return False
+
+    def _on_rejected(self, event: ConnectRejected) -> bool:
+        self.last_status = event.code
+        self.refused(f"connect rejected: {event.code}: {event.description}")
+        return True
+
+    _handlers: Final[dict[type[Event], Callable[[Any, Any], bool]]] = {
+        MediaReceived: _on_media,
+        StatusReceived: _on_status,
+        PlayStarted: _on_play_started,
+        PlayRefused: _on_play_refused,
+        StreamCreateFailed: _on_create_failed,
+        Connected: _on_connected,
+        StreamCreated: _on_stream_created,
+        ConnectRejected: _on_rejected,
+    }
 
     def _first_keyframe(self) -> None:
-        conn = self.conn
-        assert conn is not None
-        out = conn.data_to_send()  # an ack the core queued for this very read
-        if out and self.transport is not None:
-            self.transport.write(out)
+        driver = self.driver
+        assert driver is not None
+        driver.flush()  # an ack the core queued for this very read
         self.keyframe = self.last_rx
         self.state = State.COUNTING
-        self.conn = None  # from here on: count bytes only
+        self.conn = self.driver = None  # from here on: count bytes only
         self.next_ack = self.nbytes + ACK_EVERY
         if self.timer is not None:
             self.timer.cancel()
@@ -442,7 +471,7 @@ class Player(asyncio.BufferedProtocol):
         self.done = True
         if not self.ended:
             self.ended = time.monotonic()
-        self.conn = None
+        self.conn = self.driver = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -6,8 +6,11 @@ connects, verifies TLS (rtmps), does the RTMP handshake, ``connect`` and
 sequence headers. Each step is timed and has its own timeout; the run ends
 with one diagnosis line and exits 0 only if media arrived.
 
-The steps live in :mod:`streamgate.probe.steps` (one ``step_<name>`` function
-each), the TLS explanations in :mod:`streamgate.probe.tls`, the certificate
+The runner is :mod:`streamgate.probe.steps`; the steps (one ``step_<name>``
+function each) are in :mod:`streamgate.probe.network` (DNS, TCP, TLS) and
+:mod:`streamgate.probe.rtmp_steps` (over the one asyncio client, via
+:mod:`streamgate.probe.session`), the report types in
+:mod:`streamgate.probe.report`, the TLS explanations in :mod:`streamgate.probe.tls`, the certificate
 reader in :mod:`streamgate.probe.x509`, what media reveals in
 :mod:`streamgate.probe.watch` and the command line in :mod:`streamgate.probe.cli`.
 """

@@ -16,6 +16,9 @@ Invariants:
   before the exception is raised, so the adapter flushes and closes.
 * Inbound acknowledgements: we ack every time the peer's window is crossed,
   otherwise servers such as SRS stop sending.
+* The state of each message stream (created, play requested, playing, ...)
+  lives in :mod:`streamgate.rtmp.netstream`, for both roles; this module feeds
+  it and never keeps a second copy.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from streamgate.rtmp.events import (
     StreamBegan,
     StreamClosed,
     StreamCreated,
+    StreamCreateFailed,
     StreamEnded,
 )
 from streamgate.rtmp.handshake import ClientHandshake, ServerHandshake
@@ -56,6 +60,14 @@ from streamgate.rtmp.messages import (
     Status,
     UserControl,
     user_control,
+)
+from streamgate.rtmp.netstream import (
+    STREAM_DRY,
+    STREAM_EOF,
+    NetStreamInput,
+    NetStreams,
+    NetStreamState,
+    classify_status,
 )
 
 __all__ = [
@@ -175,6 +187,7 @@ class _Connection:
         # path of a relay. Used only while no event is queued ahead of the
         # message, so the consumer sees everything in wire order.
         self.media_sink: Callable[[int, int, int, bytes], None] | None = None
+        self._streams = NetStreams()
         self._started = now
         self._bytes_in = 0
         self._last_ack = 0
@@ -204,6 +217,20 @@ class _Connection:
     def chunk_size(self) -> int:
         """The chunk size we send with."""
         return self._encoder.chunk_size
+
+    @property
+    def streams(self) -> set[int]:
+        """Ids of the message streams created and not deleted (a copy)."""
+        return self._streams.ids()
+
+    @property
+    def active(self) -> set[int]:
+        """Ids of the streams playing or publishing (a copy)."""
+        return self._streams.active()
+
+    def stream_state(self, stream_id: int) -> NetStreamState | None:
+        """The state of one message stream, None if it does not exist."""
+        return self._streams.state(stream_id)
 
     def data_to_send(self) -> bytes:
         if not self._out:
@@ -336,6 +363,10 @@ class _Connection:
             self._events.append(StreamBegan(value))
         elif event in (UserControl.STREAM_EOF, UserControl.STREAM_DRY):
             self._events.append(StreamEnded(value))
+            self._stream_eof(value, STREAM_EOF if event == UserControl.STREAM_EOF else STREAM_DRY)
+
+    def _stream_eof(self, stream_id: int, code: str) -> None:
+        pass  # only a client plays what a peer ends this way
 
     # ---------------------------------------------------------- media and data
 
@@ -447,8 +478,6 @@ class ServerConnection(_Connection):
         self._connect_tid: float | None = None
         self.app = ""
         self.tc_url = ""
-        self.streams: set[int] = set()  # created stream ids
-        self.active: set[int] = set()  # stream ids playing or publishing
         self._was_active = False  # the first-commands deadline no longer applies
         # Commands pipelined behind connect, answered once connect is.
         self._deferred: list[tuple[int, str, float, list[Any]]] = []
@@ -517,16 +546,26 @@ class ServerConnection(_Connection):
     def send_status(self, stream_id: int, code: str, description: str) -> None:
         self.send_command(stream_id, "onStatus", 0.0, None, _status_info(code, description))
 
+    def _answer(self, stream_id: int, answer: NetStreamInput) -> bool:
+        """Apply our answer; False when the peer closed the stream before it came."""
+        was = self._streams.state(stream_id)
+        self._streams.apply(stream_id, answer)
+        return was is not NetStreamState.CLOSED
+
     def accept_publish(self, stream_id: int, name: str) -> None:
-        self._require_stream(stream_id)
-        self.active.add(stream_id)
+        """Publish.Start. Raises LocalProtocolError unless a publish was requested."""
+        if not self._answer(stream_id, NetStreamInput.ACCEPT_PUBLISH):
+            return
         self._was_active = True
         self.send_status(stream_id, Status.PUBLISH_START, f"{name} is now published.")
 
     def accept_play(self, stream_id: int, name: str) -> None:
-        """StreamBegin, Play.Reset, Play.Start and |RtmpSampleAccess, as players expect."""
-        self._require_stream(stream_id)
-        self.active.add(stream_id)
+        """StreamBegin, Play.Reset, Play.Start and |RtmpSampleAccess, as players expect.
+
+        Raises LocalProtocolError unless a play was requested on ``stream_id``.
+        """
+        if not self._answer(stream_id, NetStreamInput.ACCEPT_PLAY):
+            return
         self._was_active = True
         self._send_control(MsgType.USER_CONTROL, user_control(UserControl.STREAM_BEGIN, stream_id))
         self.send_status(stream_id, Status.PLAY_RESET, f"Playing and resetting {name}.")
@@ -535,19 +574,16 @@ class ServerConnection(_Connection):
 
     def refuse(self, stream_id: int, code: str, description: str) -> None:
         """Refuse a play or publish; the connection is over once this is flushed."""
+        if stream_id in self._streams:  # a stream deleted meanwhile still hears why
+            self._streams.apply(stream_id, NetStreamInput.REFUSE)
         self.send_status(stream_id, code, description)
-        self.active.discard(stream_id)
         self._set_state(ConnState.CLOSED)
 
     def end_stream(self, stream_id: int, code: str, description: str) -> None:
         """Tell a player its stream is over (StreamEOF + status)."""
+        self._streams.apply(stream_id, NetStreamInput.END)
         self._send_control(MsgType.USER_CONTROL, user_control(UserControl.STREAM_EOF, stream_id))
         self.send_status(stream_id, code, description)
-        self.active.discard(stream_id)
-
-    def _require_stream(self, stream_id: int) -> None:
-        if stream_id not in self.streams:
-            raise LocalProtocolError(f"stream id {stream_id} was not created")
 
     # ---------------------------------------------------------- commands
 
@@ -569,16 +605,14 @@ class ServerConnection(_Connection):
         self._events.append(ConnectRequested(app, query, self.tc_url, dict(props)))
 
     def _cmd_create_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
-        if len(self.streams) >= self.limits.max_streams:
+        if len(self._streams) >= self.limits.max_streams:
             self.send_command(
                 0, "_error", tid, None,
                 _status_info("NetConnection.Call.Failed", "too many streams", "error"),
             )
             return
-        new_id = 1
-        while new_id in self.streams:  # lowest free id: players share encodings by id
-            new_id += 1
-        self.streams.add(new_id)
+        new_id = self._streams.lowest_free_id()  # players share encodings by id
+        self._streams.create(new_id)
         self.send_command(0, "_result", tid, None, float(new_id))
 
     def _cmd_ack_only(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -601,6 +635,7 @@ class ServerConnection(_Connection):
         raw = self._stream_name(stream_id, args, "publish", Status.PUBLISH_BAD_NAME)
         name, query = split_query(raw)
         kind = _text(args[2]) if len(args) > 2 else "live"
+        self._streams.apply(stream_id, NetStreamInput.PUBLISH_RECEIVED)
         self._events.append(PublishRequested(stream_id, name, query, kind or "live"))
 
     def _cmd_play(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -609,6 +644,7 @@ class ServerConnection(_Connection):
         start = _num(args[2], -2.0) if len(args) > 2 else -2.0
         duration = _num(args[3], -1.0) if len(args) > 3 else -1.0
         reset = bool(args[4]) if len(args) > 4 and isinstance(args[4], bool) else True
+        self._streams.apply(stream_id, NetStreamInput.PLAY_RECEIVED)
         self._events.append(PlayRequested(stream_id, name, query, start, duration, reset))
 
     def _cmd_delete_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -620,10 +656,11 @@ class ServerConnection(_Connection):
         self._close_stream(stream_id, "closeStream")
 
     def _close_stream(self, stream_id: int, command: str) -> None:
-        if stream_id in self.streams:
+        if stream_id in self._streams:
             if command == "deleteStream":
-                self.streams.discard(stream_id)
-            self.active.discard(stream_id)
+                self._streams.delete(stream_id)
+            else:
+                self._streams.apply(stream_id, NetStreamInput.CLOSE_RECEIVED)
             self._events.append(StreamClosed(stream_id, command))
 
     def _cmd_get_stream_length(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -695,6 +732,7 @@ class ClientConnection(_Connection):
         self._next_tid = 1.0
         self._create_tids: set[float] = set()
         self._connect_tid: float | None = None
+        self._requested: int | None = None  # the stream of the latest play or publish
 
     def _receive_handshake(self, data: bytes) -> bytes:
         try:
@@ -748,19 +786,39 @@ class ClientConnection(_Connection):
         self.send_command(0, "createStream", tid, None)
         return tid
 
+    def _request(self, stream_id: int, request: NetStreamInput) -> None:
+        if stream_id not in self._streams:
+            # An id the server never handed out: tests of servers do this on
+            # purpose, and it is the server's to refuse.
+            self._streams.create(stream_id)
+        self._streams.apply(stream_id, request)
+        self._requested = stream_id
+
     def play(self, stream_id: int, name: str, start: float = -2.0) -> None:
+        self._request(stream_id, NetStreamInput.PLAY_SENT)
         self.send_command(stream_id, "play", 0.0, None, name, start)
         self._send_control(
             MsgType.USER_CONTROL, user_control(UserControl.SET_BUFFER_LENGTH, stream_id, 3000)
         )
 
     def publish(self, stream_id: int, name: str, kind: str = "live") -> None:
+        self._request(stream_id, NetStreamInput.PUBLISH_SENT)
         self.send_command(0, "releaseStream", self._tid(), None, name)
         self.send_command(0, "FCPublish", self._tid(), None, name)
         self.send_command(stream_id, "publish", 0.0, None, name, kind)
 
     def delete_stream(self, stream_id: int) -> None:
+        self._streams.delete(stream_id)
         self.send_command(0, "deleteStream", 0.0, None, float(stream_id))
+
+    def note_media(self, stream_id: int) -> None:
+        """Media arrived for ``stream_id`` before Play.Start: the play is under way.
+
+        The core does not watch media per message (the hot path); an adapter
+        that does calls this once.
+        """
+        if stream_id in self._streams:
+            self._streams.apply(stream_id, NetStreamInput.MEDIA_SEEN)
 
     def send_media(self, stream_id: int, type_id: int, timestamp: int, payload: bytes) -> None:
         csid = 6 if type_id == MsgType.AUDIO else 7
@@ -785,6 +843,9 @@ class ClientConnection(_Connection):
             sid = args[1] if len(args) > 1 else None
             if isinstance(sid, bool) or not isinstance(sid, int | float) or not 0 < sid < 2**31:
                 raise RemoteProtocolError(f"createStream answered with stream id {sid!r}")
+            if int(sid) in self._streams:
+                raise RemoteProtocolError(f"createStream answered with stream id {sid!r} in use")
+            self._streams.create(int(sid))
             self._events.append(StreamCreated(tid, int(sid)))
 
     def _cmd_error(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -803,17 +864,31 @@ class ClientConnection(_Connection):
         elif tid in self._create_tids:
             self._create_tids.discard(tid)
             self._events.append(StatusReceived(0, "error", code, description))
+            self._events.append(StreamCreateFailed(tid, code, description))
 
     def _cmd_on_status(self, stream_id: int, tid: float, args: list[Any]) -> None:
         info = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
-        self._events.append(
-            StatusReceived(
-                stream_id,
-                _text(info.get("level")),
-                _text(info.get("code")),
-                _text(info.get("description")),
-            )
-        )
+        level, code = _text(info.get("level")), _text(info.get("code"))
+        description = _text(info.get("description"))
+        self._events.append(StatusReceived(stream_id, level, code, description))
+        meaning = classify_status(code, level)
+        if meaning is None:
+            return
+        if stream_id not in self._streams:
+            # A status on the NetConnection (0) or an id of the server's own
+            # numbering: it is about the play or publish we asked for last.
+            if self._requested is None or self._requested not in self._streams:
+                return
+            stream_id = self._requested
+        told = self._streams.apply(stream_id, meaning, code, description)
+        if told is not None:
+            self._events.append(told)
+
+    def _stream_eof(self, stream_id: int, code: str) -> None:
+        if stream_id in self._streams:
+            told = self._streams.apply(stream_id, NetStreamInput.EOF_RECEIVED, code)
+            if told is not None:
+                self._events.append(told)
 
     def _cmd_ignore(self, stream_id: int, tid: float, args: list[Any]) -> None:
         pass

@@ -2,6 +2,13 @@
 
 All are frozen, slotted and named in the past tense. ``stream_id`` is the
 RTMP message stream id on this connection (what ``createStream`` returned).
+
+On the client side a status arrives twice: as the raw :class:`StatusReceived`
+and, when it changes the stream's state, right after it as what it means
+(:class:`PlayStarted`, :class:`PlayRefused`, :class:`PlayEnded`,
+:class:`PublishStarted`, :class:`PublishRefused`), classified once in
+:mod:`streamgate.rtmp.netstream`. Act on the meaning; the raw status is for
+display and for tests.
 """
 
 from __future__ import annotations
@@ -17,12 +24,18 @@ __all__ = [
     "DataReceived",
     "Event",
     "MediaReceived",
+    "PlayEnded",
+    "PlayRefused",
     "PlayRequested",
+    "PlayStarted",
+    "PublishRefused",
     "PublishRequested",
+    "PublishStarted",
     "ReceiveToggled",
     "StatusReceived",
     "StreamBegan",
     "StreamClosed",
+    "StreamCreateFailed",
     "StreamCreated",
     "StreamEnded",
 ]
@@ -156,3 +169,53 @@ class StreamEnded(Event):
     """User control StreamEOF / StreamDry from the server."""
 
     stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCreateFailed(Event):
+    """createStream was answered with ``_error`` (too many streams, ...)."""
+
+    transaction_id: float
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayStarted(Event):
+    """NetStream.Play.Start for a play we requested."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlayRefused(Event):
+    """The play is refused (StreamNotFound, Failed, BadName, Denied, an error status)."""
+
+    stream_id: int
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayEnded(Event):
+    """The played stream is over (UnpublishNotify, Stop, Complete, StreamEOF)."""
+
+    stream_id: int
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStarted(Event):
+    """NetStream.Publish.Start for a publish we requested."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRefused(Event):
+    """The publish is refused (BadName, Denied, an error status)."""
+
+    stream_id: int
+    code: str
+    description: str

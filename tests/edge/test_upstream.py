@@ -9,6 +9,7 @@ origins that never answer, redirect, or refuse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts
 from streamgate.rtmp.chunk import ChunkDecoder
 from streamgate.rtmp.connection import ConnectionLimits, ServerConnection
 from streamgate.rtmp.events import ConnectRequested, PlayRequested
-from streamgate.rtmp.messages import MsgType, Status
+from streamgate.rtmp.messages import MsgType, Status, UserControl, user_control
 from tests.relay.sinks import AAC_CONFIG, AVC_CONFIG, AVC_INTER, AVC_KEY
 from tests.waiting import await_until
 
@@ -252,6 +253,9 @@ def test_refused_port_is_a_connect_failure() -> None:
         (Status.PLAY_STREAM_NOT_FOUND, "missing"),
         (Status.PLAY_FAILED, "missing"),
         (Status.PLAY_UNPUBLISH_NOTIFY, "ended"),
+        (Status.PLAY_STOP, "ended"),
+        ("NetStream.Play.Complete", "ended"),
+        ("NetStream.Play.Denied", "missing"),  # an error status: the origin will not serve it
     ],
 )
 def test_origin_statuses(status: str, expected: str) -> None:
@@ -269,6 +273,58 @@ def test_origin_statuses(status: str, expected: str) -> None:
         return sink
 
     assert run(scenario()).kinds()[-1] == expected
+
+
+def statuses_run(answer: OnPlay) -> RecordingSink:
+    async def scenario() -> RecordingSink:
+        server, port, log = await serve(answer)
+        sink = RecordingSink()
+        link = open_link(port, sink)
+        try:
+            # A link that hears nothing is not done: the sink says so, bounded.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await sink.done.wait()
+        finally:
+            link.close()
+            await shutdown(server, log)
+        return sink
+
+    sink: RecordingSink = run(scenario())
+    return sink
+
+
+def test_an_error_status_of_any_code_is_missing() -> None:
+    async def answer(conn: ServerConnection, sid: int, transport: asyncio.Transport) -> None:
+        info = {"level": "error", "code": "Vendor.Custom.Failure", "description": "nope"}
+        conn.send_command(sid, "onStatus", 0.0, None, info)
+        transport.write(conn.data_to_send())
+
+    assert statuses_run(answer).calls[-1] == ("missing", (Status.PLAY_FAILED, "nope"))
+
+
+def test_play_failed_after_the_start_is_still_missing() -> None:
+    async def answer(conn: ServerConnection, sid: int, transport: asyncio.Transport) -> None:
+        conn.accept_play(sid, "x")
+        conn.send_status(sid, Status.PLAY_FAILED, "origin gave up")
+        transport.write(conn.data_to_send())
+
+    sink = statuses_run(answer)
+    assert sink.kinds()[0] == "playing"
+    assert sink.calls[-1] == ("missing", (Status.PLAY_FAILED, "origin gave up"))
+
+
+def test_stream_eof_after_media_without_a_play_start_ends_the_link() -> None:
+    """An origin that sends media before any Play.Start: the play is under way all the same."""
+
+    async def answer(conn: ServerConnection, sid: int, transport: asyncio.Transport) -> None:
+        transport.write(conn._encoder.encode(7, 0, MsgType.VIDEO, sid, AVC_KEY + bytes(10)))
+        conn._send_control(MsgType.USER_CONTROL, user_control(UserControl.STREAM_EOF, sid))
+        transport.write(conn.data_to_send())
+
+    sink = statuses_run(answer)
+    assert sink.media == 1
+    assert sink.calls[-1] == ("ended", "origin: StreamEOF")
 
 
 def test_redirect_is_followed() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from streamgate.client import RtmpClient
 from streamgate.errors import UpstreamError
-from streamgate.rtmp.events import MediaReceived
+from streamgate.rtmp.events import MediaReceived, PlayRefused
 from streamgate.rtmp.messages import Status
 from tests.peers import (
     NginxRtmp,
@@ -129,7 +129,9 @@ def test_play_of_unpublished_stream_is_refused_at_once(srv: ServerThread) -> Non
         await client.play()
         status = await client.wait_status(timeout=5)
         try:
-            await asyncio.wait_for(client.next_event(), 5)
+            event = await asyncio.wait_for(client.next_event(), 5)
+            assert event == PlayRefused(status.stream_id, status.code, status.description)
+            await asyncio.wait_for(client.next_event(), 5)  # what the status means, then the end
             closed = False
         except ConnectionError:
             closed = True

@@ -27,7 +27,9 @@ from streamgate.rtmp.events import (
     DataReceived,
     Event,
     MediaReceived,
+    PlayEnded,
     PlayRequested,
+    PlayStarted,
     PublishRequested,
     ReceiveToggled,
     StatusReceived,
@@ -379,6 +381,7 @@ def test_accept_play_sends_what_players_expect() -> None:
         StreamBegan,
         StatusReceived,
         StatusReceived,
+        PlayStarted,  # what the Play.Start means, right after it
         DataReceived,
     ]
     assert statuses(after_start) == [
@@ -419,6 +422,7 @@ def test_end_stream_tells_the_player() -> None:
     _, client_events = pair.pump()
     assert client_events == [
         StreamEnded(stream_id),
+        PlayEnded(stream_id, "StreamEOF", ""),  # the first of the two ends the play
         StatusReceived(stream_id, "status", Status.PLAY_STOP, "Stopped."),
     ]
     assert pair.server.active == set()
