@@ -622,8 +622,6 @@ class ServerConnection(_Connection):
 
     def _stream_name(self, stream_id: int, args: list[Any], command: str, code: str) -> str:
         """The name argument of publish or play; a bad one is refused with a status."""
-        if stream_id not in self.streams:
-            raise RemoteProtocolError(f"{command} on stream id {stream_id} that was not created")
         raw = _text(args[1]) if len(args) > 1 else ""
         problem = _name_problem(raw)
         if problem is not None:
@@ -632,19 +630,23 @@ class ServerConnection(_Connection):
         return raw
 
     def _cmd_publish(self, stream_id: int, tid: float, args: list[Any]) -> None:
+        if stream_id not in self.streams:
+            raise RemoteProtocolError(f"publish on stream id {stream_id} that was not created")
+        self._streams.apply(stream_id, NetStreamInput.PUBLISH_RECEIVED)
         raw = self._stream_name(stream_id, args, "publish", Status.PUBLISH_BAD_NAME)
         name, query = split_query(raw)
         kind = _text(args[2]) if len(args) > 2 else "live"
-        self._streams.apply(stream_id, NetStreamInput.PUBLISH_RECEIVED)
         self._events.append(PublishRequested(stream_id, name, query, kind or "live"))
 
     def _cmd_play(self, stream_id: int, tid: float, args: list[Any]) -> None:
+        if stream_id not in self.streams:
+            raise RemoteProtocolError(f"play on stream id {stream_id} that was not created")
+        self._streams.apply(stream_id, NetStreamInput.PLAY_RECEIVED)
         raw = self._stream_name(stream_id, args, "play", Status.PLAY_FAILED)
         name, query = split_query(raw)
         start = _num(args[2], -2.0) if len(args) > 2 else -2.0
         duration = _num(args[3], -1.0) if len(args) > 3 else -1.0
         reset = bool(args[4]) if len(args) > 4 and isinstance(args[4], bool) else True
-        self._streams.apply(stream_id, NetStreamInput.PLAY_RECEIVED)
         self._events.append(PlayRequested(stream_id, name, query, start, duration, reset))
 
     def _cmd_delete_stream(self, stream_id: int, tid: float, args: list[Any]) -> None:
@@ -731,6 +733,7 @@ class ClientConnection(_Connection):
         self._pending: list[bytes] = []  # commands queued before the handshake completed
         self._next_tid = 1.0
         self._create_tids: set[float] = set()
+        self._ahead: set[int] = set()  # ids used before the createStream answer named them
         self._connect_tid: float | None = None
         self._requested: int | None = None  # the stream of the latest play or publish
 
@@ -788,9 +791,11 @@ class ClientConnection(_Connection):
 
     def _request(self, stream_id: int, request: NetStreamInput) -> None:
         if stream_id not in self._streams:
-            # An id the server never handed out: tests of servers do this on
-            # purpose, and it is the server's to refuse.
+            # An id the server has not handed out (yet): a client pipelining
+            # its play behind createStream (the server gives the lowest free
+            # id), or a test of a server on purpose; it is the server's to refuse.
             self._streams.create(stream_id)
+            self._ahead.add(stream_id)
         self._streams.apply(stream_id, request)
         self._requested = stream_id
 
@@ -809,6 +814,7 @@ class ClientConnection(_Connection):
 
     def delete_stream(self, stream_id: int) -> None:
         self._streams.delete(stream_id)
+        self._ahead.discard(stream_id)
         self.send_command(0, "deleteStream", 0.0, None, float(stream_id))
 
     def note_media(self, stream_id: int) -> None:
@@ -843,9 +849,12 @@ class ClientConnection(_Connection):
             sid = args[1] if len(args) > 1 else None
             if isinstance(sid, bool) or not isinstance(sid, int | float) or not 0 < sid < 2**31:
                 raise RemoteProtocolError(f"createStream answered with stream id {sid!r}")
-            if int(sid) in self._streams:
+            if int(sid) in self._ahead:
+                self._ahead.discard(int(sid))  # already played or published, pipelined
+            elif int(sid) in self._streams:
                 raise RemoteProtocolError(f"createStream answered with stream id {sid!r} in use")
-            self._streams.create(int(sid))
+            else:
+                self._streams.create(int(sid))
             self._events.append(StreamCreated(tid, int(sid)))
 
     def _cmd_error(self, stream_id: int, tid: float, args: list[Any]) -> None:

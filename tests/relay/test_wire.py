@@ -113,9 +113,10 @@ def test_play_again_after_close_stream_keeps_the_data_chunk_stream_in_step() -> 
     stream.on_media(V, 0, _key(100, 1))
     stream.remove_player(next(iter(next(iter(stream.groups.values())).live)))
 
+    # As a player does on the wire (the client core keeps no closeStream of its own).
     pair.client.send_command(sid, "closeStream", 0.0, None)
     pair.pump()
-    pair.client.play(sid, "x")
+    pair.client.send_command(sid, "play", 0.0, None, "x")
     server_events, _ = pair.pump()
     assert events_of(server_events, PlayRequested)
     pair.server.accept_play(sid, "x")

@@ -14,15 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamgate.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from streamgate.rtmp import amf0
 from streamgate.rtmp.events import (
     PlayEnded,
     PlayRefused,
+    PlayRequested,
     PlayStarted,
     PublishRefused,
     PublishStarted,
     StatusReceived,
+    StreamCreated,
 )
-from streamgate.rtmp.messages import Status
+from streamgate.rtmp.messages import MsgType, Status
 from streamgate.rtmp.netstream import (
     _LOCAL,
     _TRANSITIONS,
@@ -200,3 +203,31 @@ def test_any_sequence_of_inputs_moves_by_the_table_or_raises(steps: list[NetStre
             assert streams.state(1) is before
         else:
             assert streams.state(1) is _TRANSITIONS[(before, event)][0]
+
+
+def test_a_play_pipelined_behind_create_stream_is_accepted_when_the_id_arrives() -> None:
+    # Load tools and floods send connect, createStream and play in one write,
+    # counting on the lowest free id (1): the answer naming it is no clash.
+    pair = ConnectionPair()
+    pair.client.connect()
+    pair.client.create_stream()
+    pair.client.play(1, "x")
+    pair.handshake()
+    pair.server.accept_connect()
+    server_events, client_events = pair.pump()
+    assert [e.stream_id for e in events_of(client_events, StreamCreated)] == [1]
+    assert [e.stream_id for e in events_of(server_events, PlayRequested)] == [1]
+    pair.server.accept_play(1, "x")
+    _, client_events = pair.pump()
+    assert [e.stream_id for e in events_of(client_events, PlayStarted)] == [1]
+
+
+def test_a_create_stream_answer_naming_a_stream_in_use_is_still_an_error() -> None:
+    pair = ConnectionPair()
+    pair.connect()
+    sid = pair.create_stream()
+    tid = pair.client.create_stream()
+    pair.client.data_to_send()  # the server never sees it: the answer below is forged
+    forged = amf0.encode("_result", tid, None, float(sid))
+    with pytest.raises(RemoteProtocolError, match="in use"):
+        pair.send_raw_to_client(MsgType.COMMAND_AMF0, 0, forged)

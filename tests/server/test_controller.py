@@ -211,7 +211,8 @@ def test_play_on_a_stream_id_already_playing_is_refused() -> None:
     Client(ctx).publish("cam")
     client = Client(ctx)
     sid = client.play("cam")
-    client.pair.client.play(sid, "cam")
+    # A raw command: the client core itself refuses to send a play on a busy stream.
+    client.pair.client.send_command(sid, "play", 0.0, None, "cam")
     client.step()
     assert client.statuses()[-1] == Status.PLAY_FAILED
     assert client.link.closed and client.ctl.playing == {}
