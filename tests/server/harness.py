@@ -54,6 +54,14 @@ class ServerThread:
             self._error = exc
             self._started.set()
         finally:
+            # As asyncio.run and anyio.run do: tasks still pending are cancelled and
+            # run to their end here, not finalised later by the garbage collector in
+            # whatever test is running then.
+            leftovers = asyncio.all_tasks(self.loop)
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                self.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             self.loop.close()
 
     async def _main(self) -> None:
