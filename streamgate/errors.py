@@ -32,7 +32,14 @@ class StreamgateError(Exception):
 
 
 class ProtocolError(StreamgateError):
-    """The RTMP conversation cannot go on."""
+    """The RTMP conversation cannot go on.
+
+    Its ``code`` and ``description`` are what the core sends the peer before
+    raising (an ``onStatus`` at level error once connect was received; a
+    refused connect while it is unanswered; nothing during the handshake).
+    """
+
+    code = "NetConnection.Connect.Closed"
 
 
 class RemoteProtocolError(ProtocolError):

@@ -254,8 +254,8 @@ class _Connection:
         self._bytes_in += len(data)
         try:
             messages = self._decoder.receive_data(data)
-        except ProtocolError:
-            self.state = ConnState.CLOSED
+        except ProtocolError as exc:
+            self._fatal(exc)
             raise
         handlers = self._handlers
         for message in messages:
@@ -264,8 +264,8 @@ class _Connection:
                 continue  # unknown types are skipped, as the spec allows
             try:
                 handler(message)
-            except ProtocolError:
-                self.state = ConnState.CLOSED
+            except ProtocolError as exc:
+                self._fatal(exc)
                 raise
         window = self._peer_window
         if window and self._bytes_in - self._last_ack >= window:
@@ -287,11 +287,24 @@ class _Connection:
         if deadline is None or now < deadline:
             return
         stage = "handshake" if self.state is ConnState.HANDSHAKE else "commands"
-        self.state = ConnState.CLOSED
-        raise RemoteProtocolError(f"timed out waiting for the {stage}")
+        exc = RemoteProtocolError(f"timed out waiting for the {stage}")
+        self._fatal(exc)
+        raise exc
 
     def close(self) -> None:
         self._set_state(ConnState.CLOSED)
+
+    def _fatal(self, exc: ProtocolError) -> None:
+        """The conversation is over: queue what the peer should be told of
+        ``exc`` (when there is a conversation to tell it in and nothing was
+        said yet, e.g. by a refusal), then close."""
+        if self.state is not ConnState.CLOSED:
+            self._goodbye(exc)
+        self.state = ConnState.CLOSED
+
+    def _goodbye(self, exc: ProtocolError) -> None:
+        """Queue the last words for ``exc``; a client says nothing (its server
+        needs no reason to be left)."""
 
     # ---------------------------------------------------------- helpers
 
@@ -497,6 +510,21 @@ class ServerConnection(_Connection):
 
     def _awaiting_commands(self) -> bool:
         return not self._was_active and self.state is not ConnState.CLOSED
+
+    def _goodbye(self, exc: ProtocolError) -> None:
+        # Commands may only follow connect: before it there is nobody to tell.
+        if self._connect_tid is None:
+            return
+        if self.state is ConnState.CONNECTING:  # connect unanswered: refuse it with the reason
+            self.send_command(
+                0, "_error", self._connect_tid, None,
+                _status_info(Status.CONNECT_REJECTED, exc.description, "error"),
+            )
+            self._deferred.clear()
+            return
+        self.send_command(
+            0, "onStatus", 0.0, None, _status_info(exc.code, exc.description, "error")
+        )
 
     _MAX_DEFERRED: ClassVar[int] = 16
 
