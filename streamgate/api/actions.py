@@ -12,8 +12,8 @@ from streamgate.relay.stream import Stream
 from streamgate.rtmp.messages import Status
 
 if TYPE_CHECKING:
+    from streamgate.server.clients import Client
     from streamgate.server.context import ServerContext
-    from streamgate.server.session import RtmpSession
 
 __all__ = ["END_DESCRIPTION", "end_stream", "forget_missing", "kick_client", "lift_bans"]
 
@@ -62,6 +62,6 @@ def lift_bans(ctx: ServerContext, now: float) -> int:
     return sum(1 for ban in ctx.bans.bans(now) if ctx.bans.unban(ban.ip))
 
 
-def kick_client(session: RtmpSession) -> None:
+def kick_client(session: Client) -> None:
     """Disconnect one RTMP client; a publisher's players get UnpublishNotify."""
     session.close()

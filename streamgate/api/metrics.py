@@ -452,9 +452,7 @@ class StreamgateCollector:
         yield from families.values()
         if edge.directory is not None:
             yield from self._directory(edge.directory, edge.pool.origins, now)
-        refusals = {
-            k.partition(":")[2]: v for k, v in edge.counters.items() if k.startswith("refused:")
-        }
+        refusals = dict(edge.refusals)
         yield _labelled_counter(
             "streamgate_edge_plays_refused",
             "Edge plays refused before any origin was asked (negative cache, breaker, "

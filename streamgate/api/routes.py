@@ -36,8 +36,8 @@ from streamgate.api.routing import PathArgs, Route
 from streamgate.errors import ConfigError
 
 if TYPE_CHECKING:
+    from streamgate.server.clients import Client
     from streamgate.server.context import ServerContext
-    from streamgate.server.session import RtmpSession
 
 __all__ = ["ApiContext", "build_routes"]
 
@@ -106,7 +106,7 @@ def build_routes(api: ApiContext) -> list[Route]:
     def list_clients(request: Request, args: PathArgs) -> Response:
         return json_response(200, views.clients_listing(api.ctx, api.now()))
 
-    def _session(raw: str) -> RtmpSession | Response:
+    def _session(raw: str) -> Client | Response:
         if not raw.isdigit() or len(raw) > 18:
             return error_response(400, "client ids are positive integers")
         session = api.ctx.sessions.get(int(raw))

@@ -23,8 +23,8 @@ from streamgate.relay.stream import Stream
 from streamgate.rtmp.connection import split_query
 
 if TYPE_CHECKING:
+    from streamgate.server.clients import Client
     from streamgate.server.context import ServerContext
-    from streamgate.server.session import RtmpSession
 
 __all__ = [
     "IDLE_AFTER",
@@ -122,7 +122,7 @@ def stream_refs(ctx: ServerContext, now: float) -> list[StreamRef]:
     return refs
 
 
-def publishers_by_stream(ctx: ServerContext) -> dict[int, RtmpSession]:
+def publishers_by_stream(ctx: ServerContext) -> dict[int, Client]:
     """``id(stream)`` -> the session publishing it (origin mode)."""
     return {
         id(session.publishing): session
@@ -132,7 +132,7 @@ def publishers_by_stream(ctx: ServerContext) -> dict[int, RtmpSession]:
 
 
 def stream_view(
-    ref: StreamRef, now: float, publishers: Mapping[int, RtmpSession] | None = None
+    ref: StreamRef, now: float, publishers: Mapping[int, Client] | None = None
 ) -> JsonObject:
     """One stream: who feeds it, its players, rates, codecs and ages."""
     stream = ref.stream
@@ -261,7 +261,7 @@ def missing_keys(ctx: ServerContext, app: str, name: str, now: float) -> list[tu
     ]
 
 
-def _age(session: RtmpSession, now: float) -> float | None:
+def _age(session: Client, now: float) -> float | None:
     return now - session.connected_at if session.connected_at else None
 
 
@@ -269,13 +269,13 @@ def _label(stream: Stream) -> str:
     return f"{stream.app}/{split_query(stream.name)[0]}"
 
 
-def client_view(session: RtmpSession, now: float) -> JsonObject:
+def client_view(session: Client, now: float) -> JsonObject:
     """One RTMP connection: who, what it does, for how long."""
     return {
         "id": session.id,
         "peer": session.peer,
         "role": session.role,
-        "app": session.conn.app if session.conn is not None and session.conn.app else None,
+        "app": session.app or None,
         "publishing": _label(session.publishing) if session.publishing is not None else None,
         "playing": sorted(_label(stream) for stream, _ in session.playing.values()),
         "waiting": sorted(

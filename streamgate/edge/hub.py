@@ -70,7 +70,9 @@ class EdgeHub:
         # The origins' own stream listings, when configured ([edge] directory).
         self.directory: OriginDirectory | None = None
         self.ingests: dict[tuple[str, str], Ingest] = {}
-        self.counters: Counter[str] = Counter()
+        # Plays refused before any origin was asked, by reason (a metrics label);
+        # connects are counted by each origin (Origin.connects).
+        self.refusals: Counter[str] = Counter()
 
     def __iter__(self) -> Iterator[Ingest]:
         return iter(list(self.ingests.values()))
@@ -120,7 +122,6 @@ class EdgeHub:
 
     def open_link(self, origin: Origin, app: str, name: str, sink: LinkSink) -> Link:
         """Open a link to ``origin`` to play ``app``/``name`` (signed, when the edge signs)."""
-        self.counters[f"connect:{origin.address}"] += 1
         return self.connector.open(origin, app, self.upstream_target(app, name), sink)
 
     def remember_missing(self, key: tuple[str, str], description: str) -> None:
@@ -145,7 +146,7 @@ class EdgeHub:
             del self.ingests[ingest.key]
 
     def count_refusal(self, reason: str) -> None:
-        self.counters[f"refused:{reason}"] += 1
+        self.refusals[reason] += 1
 
     # ------------------------------------------------------------ upkeep
 

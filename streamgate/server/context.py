@@ -29,13 +29,13 @@ from streamgate.relay.source import PlaySource
 from streamgate.relay.stream import FanoutSettings
 from streamgate.rtmp.chunk import ChunkLimits
 from streamgate.rtmp.connection import ConnectionLimits
+from streamgate.server.clients import Client
 from streamgate.server.counters import ServerCounters
 from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
 if TYPE_CHECKING:
     from streamgate.cluster.node import ClusterNode
-    from streamgate.server.session import RtmpSession
 
 __all__ = ["ServerContext"]
 
@@ -60,7 +60,7 @@ class ServerContext:
     admission: AdmissionGuard
     edge: EdgeHub | None = None
     cluster: ClusterNode | None = None  # [cluster] redis_url set: the fleet's replication
-    sessions: dict[int, RtmpSession] = field(default_factory=dict)
+    sessions: dict[int, Client] = field(default_factory=dict)  # every admitted connection
     counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads
     drained: asyncio.Future[None] | None = None  # set on shutdown, done when none is left

@@ -93,7 +93,6 @@ class RtmpServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ctx.drained, self.ctx.settings.rtmp.drain_time)
         for session in list(self.ctx.sessions.values()):
-            if session.transport is not None:
-                session.transport.abort()
+            session.abort()
         for server in self._servers:
             await server.wait_closed()

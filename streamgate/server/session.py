@@ -78,6 +78,10 @@ class RtmpSession(asyncio.Protocol):
     def waiting(self) -> dict[int, tuple[str, str, object]]:
         return self.controller.waiting if self.controller is not None else {}
 
+    @property
+    def app(self) -> str:
+        return self.conn.app if self.conn is not None else ""
+
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

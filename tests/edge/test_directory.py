@@ -246,7 +246,7 @@ def test_authoritative_directory_refuses_unlisted_names_without_connecting() -> 
     assert player.refused is not None and player.refused[0] == NOT_FOUND
     assert "no origin lists it" in player.refused[1]
     assert edge.connector.links == []
-    assert edge.hub.counters["refused:missing_listed"] == 1
+    assert edge.hub.refusals["missing_listed"] == 1
     assert edge.play("real").refused is None
     assert len(edge.connector.links) == 1
 

@@ -258,7 +258,7 @@ def test_max_upstreams_refuses_at_once() -> None:
     assert third.refused is not None and third.refused[0] == FAILED
     assert "limit" in third.refused[1]
     assert len(edge.connector.links) == 2
-    assert edge.hub.counters["refused:max_upstreams"] == 1
+    assert edge.hub.refusals["max_upstreams"] == 1
 
 
 def test_connect_rate_is_capped() -> None:

@@ -137,7 +137,9 @@ class ServerThread:
         assert self.ctx is not None and client.transport is not None
         host, port = client.transport.get_extra_info("sockname")[:2]
         peer = f"{host}:{port}"
-        return next((s for s in self.ctx.sessions.values() if s.peer == peer), None)
+        found = next((s for s in self.ctx.sessions.values() if s.peer == peer), None)
+        assert found is None or isinstance(found, RtmpSession)
+        return found
 
     def idle(self) -> bool:
         """No session is left open: every client's close has reached the server."""

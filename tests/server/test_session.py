@@ -10,6 +10,7 @@ from functools import partial
 from streamgate.client import RtmpClient, _Protocol, parse_rtmp_url
 from streamgate.rtmp.events import MediaReceived, StatusReceived
 from streamgate.rtmp.messages import MsgType, Status, UserControl, user_control
+from streamgate.server.session import RtmpSession
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import INTER, KEY
 from tests.waiting import await_until
@@ -240,7 +241,7 @@ def test_odd_receive_commands_are_harmless() -> None:
             client._flush()
             await client.wait_status(Status.PLAY_START, timeout=5)
             session = next(s for s in srv.ctx.sessions.values() if s.playing)  # type: ignore[union-attr]
-            assert session.controller is not None
+            assert isinstance(session, RtmpSession) and session.controller is not None
             kept = len(session.controller.receiving)
             for i in range(5):
                 pub.send_media(sid, MsgType.VIDEO, i * 40, (KEY if i == 0 else INTER) + bytes(50))
