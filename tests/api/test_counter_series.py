@@ -12,5 +12,6 @@ def test_every_server_counter_field_has_its_series() -> None:
     fields = {f.name for f in dataclasses.fields(ServerCounters)}
     mapped = set(metrics._PLAIN_COUNTERS) | set(metrics._LABELLED_COUNTERS)
     assert fields == mapped
-    names = [v[0] for v in (*metrics._PLAIN_COUNTERS.values(), *metrics._LABELLED_COUNTERS.values())]
+    series = (*metrics._PLAIN_COUNTERS.values(), *metrics._LABELLED_COUNTERS.values())
+    names = [entry[0] for entry in series]
     assert len(names) == len(set(names)) and all(n.startswith("streamgate_") for n in names)
