@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
@@ -105,7 +104,7 @@ class Replicator:
         negative: NegativeCache | None,
         now: Callable[[], float],
         wall: Callable[[], float] = time.time,
-        uniform: Callable[[float, float], float] = random.uniform,
+        uniform: Callable[[float, float], float] | None = None,
     ) -> None:
         self.options = options
         self.keys = options.keys

@@ -21,7 +21,7 @@ class Backoff:
         initial: float,
         cap: float,
         max_attempts: int | None = None,
-        uniform: Callable[[float, float], float] = random.uniform,
+        uniform: Callable[[float, float], float] | None = None,
     ) -> None:
         if initial <= 0 or cap < initial:
             raise ValueError("backoff needs 0 < initial <= cap")
@@ -29,7 +29,9 @@ class Backoff:
         self.cap = cap
         self.max_attempts = max_attempts
         self.attempt = 0
-        self._uniform = uniform
+        # A generator of its own, not the process-wide one: jitter must not
+        # move (or be moved by) anyone else's random state.
+        self._uniform = uniform or random.Random().uniform
 
     @property
     def exhausted(self) -> bool:

@@ -349,13 +349,21 @@ class OriginProcess:
     def __init__(self, port: int, workdir: Path) -> None:
         self.port = port
         conf = workdir / "origin.toml"
-        conf.write_text(f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[log]\nlevel = "warning"\n')
+        # No HTTP API: the default port (8080) may be anyone's, a developer's gateway's too.
+        conf.write_text(
+            f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[http]\nenabled = false\n'
+            '[demo]\nenabled = false\n[log]\nlevel = "warning"\n'
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamgate", "run", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_port(port, timeout=15, proc=self.proc)
+        try:
+            wait_port(port, timeout=15, proc=self.proc)
+        except BaseException:
+            self.kill()  # never left behind, whatever the test does next
+            raise
 
     def url(self, name: str) -> str:
         return f"rtmp://127.0.0.1:{self.port}/live/{name}"
