@@ -346,12 +346,13 @@ def test_frozen_publisher_ends_edge_players_and_closes_link() -> None:
 class OriginProcess:
     """A streamgate origin as its own process, so it can be killed like a real one."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, play_wait: float = 0.0) -> None:
         self.port = port
         conf = workdir / "origin.toml"
         # No HTTP API: the default port (8080) may be anyone's, a developer's gateway's too.
         conf.write_text(
             f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[http]\nenabled = false\n'
+            f"[origin]\nplay_wait = {play_wait}\n"
             '[demo]\nenabled = false\n[log]\nlevel = "warning"\n'
         )
         self.proc = subprocess.Popen(
@@ -386,7 +387,9 @@ def wait_playable(url: str) -> None:
 def test_origin_killed_and_restarted_within_grace_players_continue(tmp_path: Path) -> None:
     need("ffmpeg")
     port = free_port()
-    origin = OriginProcess(port, tmp_path)
+    # The restarted origin holds a play that comes before its publisher (on-demand
+    # publishing): the edge may well reconnect before ffmpeg has published again.
+    origin = OriginProcess(port, tmp_path, play_wait=4.0)
     edge, connects = edge_server(
         port, reconnect_grace=20, backoff_initial=0.2, backoff_max=1.0, idle_timeout=30
     )
@@ -404,7 +407,7 @@ def test_origin_killed_and_restarted_within_grace_players_continue(tmp_path: Pat
             # Down until the edge has seen the loss and tried again (and failed).
             await await_until(lambda: connects.count("r") >= 2, timeout=10, what="a retry")
             before_restart = len(result.video_stamps)
-            origin = await asyncio.to_thread(OriginProcess, port, tmp_path)
+            origin = await asyncio.to_thread(OriginProcess, port, tmp_path, 4.0)
             pubs.append(start_publisher(origin.url("r")))
             return await task, before_restart
 
