@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 
 ## lint: ruff and mypy (strict) on the package and its tests (pyproject.toml [tool.mypy])
 lint: $(STAMP)
-	$(BIN)/ruff check streamgate tests
+	$(BIN)/ruff check streamgate tests bench
 	$(BIN)/mypy
 
 ## bench: fan-out, capacity, start time, flood and churn against nginx-rtmp (< 10 min);

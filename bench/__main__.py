@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     sg350 = [scenarios.Variant("streamgate", 350)]
     nginx = [scenarios.NGINX]
     # (scenario, runner, seconds it needs at least); run in this order.
-    plan = [
+    plan: list[tuple[str, Callable[[], Any], int]] = [
         ("fanout", lambda: scenarios.fanout(bench, [*sg, *nginx]), 0),
         ("cold_start", lambda: scenarios.cold_start(bench, [*sg50, *nginx]), 35),
         ("flood", lambda: scenarios.flood(bench, [*sg50, *nginx]), 80),

@@ -12,6 +12,7 @@ loop, so what it reads is consistent.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -54,10 +55,10 @@ def stats() -> dict[str, Any]:
     if contexts:
         ctx = contexts[0]
         out["sessions"] = len(ctx.sessions)
-        out["counters"] = dict(ctx.counters)
+        out["counters"] = dataclasses.asdict(ctx.counters)
         out["streams"] = len(list(ctx.hub))
         if ctx.edge is not None:
-            out["edge_counters"] = dict(ctx.edge.counters)
+            out["edge_refusals"] = dict(ctx.edge.refusals)
             out["ingests"] = len(ctx.edge.ingests)
     return out
 
