@@ -10,6 +10,7 @@ import time
 import pytest
 
 from streamgate.log import FloodFilter, escape, flush_floods, setup_logging
+from tests.logs import real_log
 
 
 def record(msg: str, *args: object, level: int = logging.WARNING) -> logging.LogRecord:
@@ -155,11 +156,7 @@ def test_the_timer_writes_the_count_after_the_flood_stops() -> None:
 
 
 def test_flush_floods_writes_what_the_root_handler_holds() -> None:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        setup_logging("info", "text", stream=stream)
+    with real_log() as stream:
         log = logging.getLogger("streamgate.session")
         for i in range(10):
             log.warning("conn %d: refused: %s", i, "bad token", extra={"reason": "bad token"})
@@ -168,13 +165,6 @@ def test_flush_floods_writes_what_the_root_handler_holds() -> None:
         lines = stream.getvalue().splitlines()
         assert len(lines) == 2
         assert lines[1].endswith("conn 9: refused: bad token (and 8 similar in the last 10 s)")
-    finally:
-        for handler in root.handlers:
-            for flood in handler.filters:
-                if isinstance(flood, FloodFilter):
-                    flood.close()
-        root.handlers[:], level = saved
-        root.setLevel(level)
 
 
 # ---------------------------------------------------------------- escaping

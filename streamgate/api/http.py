@@ -40,7 +40,7 @@ from typing import Any, Literal, cast
 
 import h11
 
-from streamgate.server.binding import bind_listen
+from streamgate.server.binding import bind_listen, bound_addresses
 
 __all__ = [
     "Handler",
@@ -186,11 +186,7 @@ class HttpServer:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Every (host, port) bound (with the ports the kernel chose for port 0)."""
-        return [
-            (str(name[0]), int(name[1]))
-            for server in self._servers
-            for name in (sock.getsockname() for sock in server.sockets)
-        ]
+        return bound_addresses(self._servers)
 
     @property
     def port(self) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from streamgate.config import listen_addresses
 from streamgate.errors import ConfigError
 
-__all__ = ["bind_listen", "cannot_listen"]
+__all__ = ["bind_listen", "bound_addresses", "cannot_listen"]
 
 _REASONS = {
     errno.EADDRINUSE: "the address is already in use (is another server running?)",
@@ -30,6 +30,15 @@ def cannot_listen(setting: str, host: str, port: int, exc: OSError) -> ConfigErr
     reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return ConfigError(f"{setting} {shown}: cannot listen: {reason}")
+
+
+def bound_addresses(servers: list[asyncio.Server]) -> list[tuple[str, int]]:
+    """Every (host, port) ``servers`` listen on, with the ports the kernel chose for 0."""
+    return [
+        (str(name[0]), int(name[1]))
+        for server in servers
+        for name in (sock.getsockname() for sock in server.sockets)
+    ]
 
 
 async def bind_listen(

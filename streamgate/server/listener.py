@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from streamgate.server.binding import bind_listen
+from streamgate.server.binding import bind_listen, bound_addresses
 from streamgate.server.context import ServerContext
 from streamgate.server.session import RtmpSession
 
@@ -36,11 +36,7 @@ class RtmpServer:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Every (host, port) bound, with the ports the kernel chose for port 0."""
-        return [
-            (str(name[0]), int(name[1]))
-            for server in self._servers
-            for name in (sock.getsockname() for sock in server.sockets)
-        ]
+        return bound_addresses(self._servers)
 
     async def start(self) -> None:
         """Bind every ``[rtmp] listen`` address; a failed bind is a ConfigError."""

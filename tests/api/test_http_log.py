@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from tests.api.harness import ApiThread
-from tests.server.test_log_flood import accounted, lines_since, real_log
+from tests.logs import accounted, lines_since, real_log
 from tests.waiting import wait_until
 
 BAD = [

@@ -8,62 +8,26 @@ production writing to a buffer the test reads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import logging
-import re
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from streamgate.errors import ProtocolError
-from streamgate.log import FloodFilter, flush_floods, setup_logging
+from streamgate.log import flush_floods
 from streamgate.rtmp.chunk import encode_message
 from streamgate.rtmp.connection import ClientConnection
 from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import MsgType, Status
+from tests.logs import WINDOW, accounted, lines_since, real_log
 from tests.peers import wait_until
 from tests.server.harness import ServerThread
 from tests.server.test_hostile import closed_by_server, handshake
 
 ATTACKERS = [f"127.0.0.{i}" for i in range(2, 10)]
-WINDOW = 10.0  # the production window
 BAD_TOKEN = "x?exp=4000000000&sig=" + "A" * 43 + "&kid=k1"
 AUTH = {"play": "signed", "keys": {"k1": "play-secret"}}
-
-
-@contextlib.contextmanager
-def real_log(window: float = WINDOW) -> Iterator[io.StringIO]:
-    """The production handler (escaping, flood filter, its timer), into a buffer."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    setup_logging("info", "text", stream=stream, window=window)
-    try:
-        yield stream
-    finally:
-        for handler in root.handlers:
-            for flood in handler.filters:
-                if isinstance(flood, FloodFilter):
-                    flood.close()
-        root.handlers[:], level = saved
-        root.setLevel(level)
-
-
-def lines_since(stream: io.StringIO, mark: int) -> list[str]:
-    return stream.getvalue()[mark:].splitlines()
-
-
-def accounted(lines: list[str], what: str) -> int:
-    """Connections the lines containing ``what`` stand for, held-back counts included."""
-    total = 0
-    for line in lines:
-        if what in line:
-            held = re.search(r"\(and (\d+) similar", line)
-            total += 1 + (int(held.group(1)) if held else 0)
-    return total
 
 
 def idle(srv: ServerThread) -> None:
