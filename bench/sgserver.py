@@ -55,7 +55,13 @@ def stats() -> dict[str, Any]:
     if contexts:
         ctx = contexts[0]
         out["sessions"] = len(ctx.sessions)
-        out["counters"] = dataclasses.asdict(ctx.counters)
+        # Not dataclasses.asdict: it rebuilds a Counter from (key, value) pairs,
+        # which counts the pairs.
+        out["counters"] = {
+            f.name: dict(value) if isinstance(value, Counter) else value
+            for f in dataclasses.fields(ctx.counters)
+            for value in (getattr(ctx.counters, f.name),)
+        }
         out["streams"] = len(list(ctx.hub))
         if ctx.edge is not None:
             out["edge_refusals"] = dict(ctx.edge.refusals)
