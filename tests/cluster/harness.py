@@ -45,7 +45,9 @@ def fleet_sections(
 ) -> dict[str, Any]:
     """Settings of one fleet member (edge when ``origin_port`` is given)."""
     sections: dict[str, Any] = {
-        "rtmp": {"listen": "127.0.0.1:0"},
+        # No drain on stop: these tests never look at goodbyes, and five edges
+        # each waiting drain_time for their viewers made stops slow.
+        "rtmp": {"listen": "127.0.0.1:0", "drain_time": 0.2},
         # 127.0.0.1 (the test's viewers) is trusted; 127.0.0.2 is the attacker.
         "limits": {
             "allow": ["127.0.0.1/32"],

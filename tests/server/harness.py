@@ -82,11 +82,11 @@ class ServerThread:
     def stop(self) -> None:
         if self._stop is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        self._thread.join(30)  # drain_time (5 s by default) and more on a loaded machine
         if self._thread.is_alive():
             # A server left running in the background would go on using the
             # process (its clock, its random state, its ports) in later tests.
-            raise RuntimeError("the server thread did not stop within 10 s")
+            raise RuntimeError("the server thread did not stop within 30 s")
 
     def __enter__(self) -> Self:
         return self.start()
