@@ -90,9 +90,10 @@ class RtmpController:
         ip: str,
         peer: str,
         connected_at: float,
+        gate: AccessGate | None = None,
     ) -> None:
         self.ctx = ctx
-        self.gate = AccessGate(ctx)
+        self.gate = gate or AccessGate(ctx)  # the adapter's, which admitted the connection
         self.conn = conn
         self.link = link
         self.id = client_id

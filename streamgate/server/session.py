@@ -121,7 +121,7 @@ class RtmpSession(asyncio.Protocol):
         self.connected_at = now - queued_for(transport.get_extra_info("socket"))
         self.conn = ServerConnection(self.ctx.limits, now=self.connected_at)
         self.controller = RtmpController(
-            self.ctx, self.conn, self, self.id, self.ip, self.peer, self.connected_at
+            self.ctx, self.conn, self, self.id, self.ip, self.peer, self.connected_at, gate
         )
         self.ctx.sessions[self.id] = self
         self._arm_timer()
@@ -149,7 +149,7 @@ class RtmpSession(asyncio.Protocol):
         if controller is not None and not controller.ended:
             controller.ended = True
             controller.lost(exc)
-            AccessGate(self.ctx).release(self.ip)
+            controller.gate.release(self.ip)
             controller.log_end(self.ctx.loop.time())
         self.ctx.sessions.pop(self.id, None)
         drained = self.ctx.drained
