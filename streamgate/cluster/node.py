@@ -7,6 +7,7 @@ and the metrics read :meth:`view` and the counters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -51,11 +52,18 @@ class ClusterNode:
     def start(self) -> None:
         self.replicator.start()
 
+    # Shutdown never waits on Redis longer than this (a slow or stopped server).
+    CLOSE_BOUND = 5.0
+
     async def close(self) -> None:
-        await self.replicator.close()
-        if self.budget is not None:
-            await self.budget.close()
-        await self.directory.close()
+        try:
+            async with asyncio.timeout(self.CLOSE_BOUND):
+                await self.replicator.close()
+                if self.budget is not None:
+                    await self.budget.close()
+                await self.directory.close()
+        except TimeoutError:
+            log.warning("cluster: closing took over %g s; left unfinished", self.CLOSE_BOUND)
 
     def view(self, now: float) -> dict[str, Any]:
         """What ``/api/v1/cluster`` shows (never the password)."""
