@@ -8,10 +8,11 @@ same exact window as the local :class:`~streamgate.shield.RateWindow`, not
 a bucket that adds a burst).
 
 It sits on the upstream connect path, not on the play answer path: the
-pool has already granted the link under the local limits, and
-:class:`FleetConnector` waits at most ``budget_wait`` for the script before
-opening it. Redis slow, down or answering garbage: the local limits alone
-decide (counted as ``fallback``), and no play fails for it.
+pool has already granted the link under the local limits, and the
+:class:`~streamgate.edge.budgeted.BudgetedConnector` waits at most
+``budget_wait`` for the script before opening it. Redis slow, down or
+answering garbage: the local limits alone decide (counted as
+``fallback``), and no play fails for it.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streamgate.cluster.settings import ClusterOptions
+from streamgate.edge.budgeted import BudgetRefusal
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from streamgate.edge.ingest import Connector, Link, LinkSink
-    from streamgate.edge.origins import Origin
 
-__all__ = ["FleetBudget", "FleetConnector", "window_terms"]
+__all__ = ["FleetBudget", "window_terms"]
 
 # KEYS[1] the origin's log; ARGV: limit, window (ms), a unique member.
 # A key that is not a sorted set (garbage) is replaced.
@@ -54,6 +54,8 @@ if redis.call('ZCARD', key) < limit then
 end
 return 0
 """
+
+_SPENT = BudgetRefusal("fleet_connect_rate", "fleet connect budget reached")
 
 
 def window_terms(rate: float, margin: float) -> tuple[int, int]:
@@ -85,9 +87,9 @@ class FleetBudget:
             self._client = self.options.client(timeout=self.options.budget_wait)
         return self._client
 
-    async def take(self, origin: str) -> bool | None:
-        """True: granted; False: the fleet's budget is spent; None: no answer in
-        time (the caller falls back to its local limits)."""
+    async def take(self, origin: str) -> BudgetRefusal | bool | None:
+        """True: granted; a refusal: the fleet's budget is spent; None: no answer
+        in time (the caller falls back to its local limits)."""
         if not self.available():
             self.counters["fallback"] += 1
             return None
@@ -110,65 +112,17 @@ class FleetBudget:
             self.counters["fallback"] += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:200]
             return None
-        granted = bool(answer == 1)
-        self.counters["granted" if granted else "refused"] += 1
-        return granted
+        if answer != 1:
+            self.counters["refused"] += 1
+            return _SPENT
+        self.counters["granted"] += 1
+        return True
+
+    def done(self, origin: str) -> None:
+        """Nothing to give back: the budget is a rate, not a count of open links."""
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):  # closing a pool that is already gone
                 await asyncio.wait_for(client.aclose(), self.options.command_timeout)
-
-
-class _GatedLink:
-    """A link that opens once the fleet's budget allows it (or cannot say in time)."""
-
-    __slots__ = ("_closed", "_inner", "_task")
-
-    def __init__(
-        self,
-        connector: FleetConnector,
-        origin: Origin,
-        app: str,
-        name: str,
-        sink: LinkSink,
-    ) -> None:
-        self._inner: Link | None = None
-        self._closed = False
-        self._task = asyncio.get_running_loop().create_task(
-            self._open(connector, origin, app, name, sink)
-        )
-
-    async def _open(
-        self, connector: FleetConnector, origin: Origin, app: str, name: str, sink: LinkSink
-    ) -> None:
-        granted = await connector.budget.take(origin.address)
-        if self._closed:
-            return
-        if granted is False:
-            origin.rate_limited += 1
-            sink.link_refused(
-                "fleet_connect_rate", f"origin {origin.address}: fleet connect budget reached"
-            )
-            return
-        self._inner = connector.inner.open(origin, app, name, sink)
-
-    def close(self) -> None:
-        self._closed = True
-        if not self._task.done() and self._task is not asyncio.current_task():
-            self._task.cancel()
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            inner.close()
-
-
-class FleetConnector:
-    """Wraps the edge's connector: every upstream connect first takes the fleet's budget."""
-
-    def __init__(self, inner: Connector, budget: FleetBudget) -> None:
-        self.inner = inner
-        self.budget = budget
-
-    def open(self, origin: Origin, app: str, name: str, sink: LinkSink) -> Link:
-        return _GatedLink(self, origin, app, name, sink)

@@ -11,10 +11,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from streamgate.cluster.budget import FleetBudget, FleetConnector
+from streamgate.cluster.budget import FleetBudget
 from streamgate.cluster.directory import FleetDirectory
 from streamgate.cluster.replicator import Replicator
 from streamgate.cluster.settings import ClusterOptions
+from streamgate.edge.budgeted import BudgetedConnector
 from streamgate.shield.bans import MemoryBanStore
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class ClusterNode:
         self.replicator.attach_negative(edge.negative)
         if self.options.fleet_rate > 0:
             self.budget = FleetBudget(self.options, self.available)
-            edge.connector = FleetConnector(edge.connector, self.budget)
+            edge.connector = BudgetedConnector(edge.connector, self.budget)
         if edge.directory is not None:
             edge.directory.share = self.directory
 
