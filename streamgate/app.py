@@ -16,6 +16,7 @@ from streamgate.errors import ConfigError
 from streamgate.log import flush_floods
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
+from streamgate.workers.worker import WorkerRole, api_socket
 
 __all__ = ["reload", "run", "serve"]
 
@@ -91,34 +92,57 @@ async def _start_demo(ctx: ServerContext) -> DemoSource | None:
 
 
 async def serve(
-    settings: Settings, *, config_path: str | None = None, ready: anyio.Event | None = None
+    settings: Settings,
+    *,
+    config_path: str | None = None,
+    ready: anyio.Event | None = None,
+    worker: WorkerRole | None = None,
 ) -> None:
-    """Serve until cancelled or SIGINT/SIGTERM; SIGHUP reloads the configuration."""
+    """Serve until cancelled or SIGINT/SIGTERM; SIGHUP reloads the configuration.
+
+    ``worker``: this process is one worker of several (see :mod:`streamgate.workers`).
+    """
     loop = asyncio.get_running_loop()
-    for warning in settings.warnings():
-        log.warning("configuration: %s", warning)
+    if worker is None:
+        for warning in settings.warnings():
+            log.warning("configuration: %s", warning)
     ctx = ServerContext.build(settings, loop)
     ctx.config_path = config_path
-    server = RtmpServer(ctx)
+    if worker is not None:
+        worker.attach(ctx)
+    server = RtmpServer(ctx, reuse_port=worker is not None)
     await server.start()
     if ctx.cluster is not None:
         ctx.cluster.start()  # in the background: a play never waits on Redis
+    if worker is not None:
+        await worker.start(ctx)  # after the cluster: the bus goes first to its listeners
+
+    def reload_all() -> list[str]:
+        restart = reload(ctx)
+        if worker is not None:
+            worker.configure(ctx)
+        return restart
+
     api: ApiServer | None = None
     demo: DemoSource | None = None
     try:
         api = await start_api(  # None when [http] enabled = false
-            ctx, listening=lambda: server.serving, reload=functools.partial(reload, ctx)
+            ctx,
+            listening=lambda: server.serving,
+            reload=reload_all,
+            unix_path=api_socket(worker.run_dir, worker.id) if worker is not None else None,
         )
         if settings.demo.enabled and settings.mode == "origin":
             demo = await _start_demo(ctx)
-        print(_hints(settings, server.port, api.port if api is not None else None), flush=True)
+        if worker is None:
+            print(_hints(settings, server.port, api.port if api is not None else None), flush=True)
         if ready is not None:
             ready.set()
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
-                        reload(ctx)
+                        reload_all()
                     except ConfigError as exc:
                         log.error(
                             "reload failed, keeping the running configuration:\n%s", exc.description
@@ -132,6 +156,8 @@ async def serve(
         with anyio.CancelScope(shield=True):
             if api is not None:
                 await api.close()  # before the RTMP listener closes
+            if worker is not None:
+                await worker.close()  # its relayed streams end (their players told)
             await server.close()
             if ctx.cluster is not None:
                 await ctx.cluster.close()
@@ -140,9 +166,19 @@ async def serve(
         flush_floods()
 
 
-def run(settings: Settings, config_path: str | None = None) -> None:
+def run(
+    settings: Settings, config_path: str | None = None, worker: WorkerRole | None = None
+) -> None:
+    """Run the gateway: one process, or (``[rtmp] workers`` > 1) a supervisor of workers."""
+    if worker is None and settings.rtmp.worker_count > 1:
+        from streamgate.workers.supervisor import supervise
+
+        if config_path is None:
+            raise ConfigError("[rtmp] workers > 1 needs a configuration file (-c)")
+        supervise(settings, config_path)
+        return
     anyio.run(
-        functools.partial(serve, settings, config_path=config_path),
+        functools.partial(serve, settings, config_path=config_path, worker=worker),
         backend="asyncio",
         backend_options={"use_uvloop": True},
     )

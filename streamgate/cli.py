@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from streamgate import __version__
 from streamgate.auth import signcmd
-from streamgate.config import load_settings
+from streamgate.config import Settings, load_settings
 from streamgate.errors import ConfigError
 from streamgate.loadtest import cli as loadtest_cli
 from streamgate.log import setup_logging
@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start the gateway")
     run.add_argument("-c", "--config", required=True, help="TOML configuration file")
     run.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
+    # Started by the supervisor of [rtmp] workers > 1, never by hand: not listed.
+    worker = sub.add_parser("worker")
+    worker.add_argument("-c", "--config", required=True)
+    worker.add_argument("--id", type=int, required=True)
+    worker.add_argument("--count", type=int, required=True)
+    worker.add_argument("--run-dir", required=True)
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, help="TOML configuration file")
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
@@ -72,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = listen if isinstance(listen, str) else ", ".join(listen)
         print(f"{args.config}: OK ({settings.mode} mode, RTMP on {shown})")
         return 0
+    if args.command == "worker":
+        return _worker(args, settings)
     setup_logging(settings.log.level, args.log_format or settings.log.format)
     from streamgate.app import run
 
@@ -79,6 +87,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(settings, args.config)
     except ConfigError as exc:  # found while starting: a listen address that cannot be bound
         print(f"streamgate: {exc.description}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """One worker of a supervisor (see streamgate.workers)."""
+    from streamgate.app import run
+    from streamgate.workers.worker import WorkerRole, die_with_parent
+
+    die_with_parent()
+    setup_logging(settings.log.level, settings.log.format, worker=args.id)
+    try:
+        run(settings, args.config, WorkerRole(args.id, args.count, args.run_dir))
+    except ConfigError as exc:
+        print(f"streamgate worker {args.id}: {exc.description}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
 

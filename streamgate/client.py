@@ -92,8 +92,8 @@ class ClientDriver:
         """The TCP connection is up: no Nagle delay on commands, and send what is queued."""
         self.transport = transport  # type: ignore[assignment]  # uvloop's do not subclass it
         sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # not on a unix socket
         self.flush()
 
     def feed(self, data: bytes) -> None:
@@ -160,15 +160,24 @@ class RtmpClient:
         self.driver.transport = transport
 
     @classmethod
-    async def open(cls, url: str | RtmpUrl, timeout: float = 5.0) -> RtmpClient:
-        """TCP connect, handshake and ``connect``; raises UpstreamError on refusal."""
+    async def open(
+        cls, url: str | RtmpUrl, timeout: float = 5.0, source: str | None = None
+    ) -> RtmpClient:
+        """TCP connect, handshake and ``connect``; raises UpstreamError on refusal.
+
+        ``source``: the local address to connect from (e.g. 127.0.0.2)."""
         parsed = parse_rtmp_url(url) if isinstance(url, str) else url
         client = cls(parsed)
         loop = asyncio.get_running_loop()
         where = f"{parsed.host}:{parsed.port}"
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: _Protocol(client), parsed.host, parsed.port)
+                await loop.create_connection(
+                    lambda: _Protocol(client),
+                    parsed.host,
+                    parsed.port,
+                    local_addr=(source, 0) if source is not None else None,
+                )
         except TimeoutError:
             raise UpstreamError(f"{where}: TCP connect timed out after {timeout:g} s") from None
         except OSError as exc:

@@ -7,6 +7,7 @@ Every field's description is its entry in the configuration reference.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -168,6 +169,30 @@ class RtmpSettings(_Section):
             "(UnpublishNotify) before the remaining connections are cut."
         ),
     )
+    workers: int | Literal["auto"] = Field(
+        1,
+        description=(
+            'Worker processes: 1 (one process, no supervisor), N, or "auto" (the CPUs this '
+            "process may run on). With more than one, a supervisor starts them, each accepts "
+            "on the same listen addresses (SO_REUSEPORT) and every stream is pulled by one "
+            "owning worker; bans, misses, per-IP counts and the connect budget hold for the "
+            "whole machine. Ports must be fixed (not 0). Needs a restart."
+        ),
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError('expected 1 to 256 or "auto"')
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number ("auto": the CPUs this process may run on)."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return int(self.workers)
 
     @field_validator("listen")
     @classmethod
@@ -761,6 +786,20 @@ class Settings(BaseSettings):
         for action, method in (("play", auth.play), ("publish", auth.publish)):
             if method == "hook" and not auth.hook_url:
                 raise ValueError(f"[auth] {action} = 'hook' needs [auth] hook_url")
+        if self.rtmp.workers != 1:
+            if self.mode != "edge":
+                raise ValueError(
+                    '[rtmp] workers > 1 needs mode = "edge" (an origin runs as one process)'
+                )
+            fixed = [("[rtmp] listen", self.rtmp.listen)]
+            if self.http.enabled:
+                fixed.append(("[http] listen", self.http.listen))
+            for setting, value in fixed:
+                if any(port == 0 for _, port in listen_addresses(value)):
+                    raise ValueError(
+                        f"{setting}: port 0 cannot be shared by workers; give a fixed port "
+                        "(or set [rtmp] workers = 1)"
+                    )
         return self
 
 

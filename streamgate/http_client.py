@@ -64,11 +64,14 @@ async def fetch(
     headers: tuple[tuple[str, str], ...] = (),
     timeout: float,
     max_body: int,
+    unix_path: str | None = None,
 ) -> HttpReply:
-    """One request on a fresh connection; raises :class:`HttpError` on any failure."""
+    """One request on a fresh connection; raises :class:`HttpError` on any failure.
+
+    ``unix_path``: connect to that unix socket instead of the target's host."""
     try:
         async with asyncio.timeout(timeout):
-            return await _exchange(target, method, body, headers, max_body)
+            return await _exchange(target, method, body, headers, max_body, unix_path)
     except TimeoutError:
         where = f"{target.host}:{target.port}"
         raise HttpTimeout(f"no answer from {where} within {timeout:g} s") from None
@@ -82,8 +85,14 @@ async def _exchange(
     body: bytes,
     headers: tuple[tuple[str, str], ...],
     max_body: int,
+    unix_path: str | None = None,
 ) -> HttpReply:
-    reader, writer = await asyncio.open_connection(target.host, target.port, ssl=target.tls or None)
+    if unix_path is not None:
+        reader, writer = await asyncio.open_unix_connection(unix_path)
+    else:
+        reader, writer = await asyncio.open_connection(
+            target.host, target.port, ssl=target.tls or None
+        )
     try:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16 * 1024)
         head = [

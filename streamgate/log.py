@@ -73,6 +73,10 @@ class _TextFormatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line; ASCII only, so nothing raw reaches the file."""
 
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -80,6 +84,8 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.worker is not None:
+            entry["worker"] = self.worker
         reason = record.__dict__.get("reason")
         if reason is not None:
             entry["reason"] = str(reason)
@@ -289,17 +295,25 @@ def flush_floods() -> None:
 
 
 def setup_logging(
-    level: str = "info", fmt: str = "text", stream: IO[str] | None = None, window: float = 10.0
+    level: str = "info",
+    fmt: str = "text",
+    stream: IO[str] | None = None,
+    window: float = 10.0,
+    worker: int | None = None,
 ) -> None:
     """Log to ``stream`` (stderr) in ``fmt``, escaped, through a :class:`FloodFilter`.
 
-    ``window`` is the filter's aggregation window in seconds.
+    ``window`` is the filter's aggregation window in seconds; ``worker``, a
+    worker process's id, is on every line ("[w1]", or ``"worker": 1``).
     """
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_JsonFormatter(worker))
     else:
-        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        tag = "" if worker is None else f"[w{worker}] "
+        handler.setFormatter(
+            _TextFormatter(f"%(asctime)s %(levelname)-7s {tag}%(name)s: %(message)s")
+        )
     handler.addFilter(FloodFilter(window, emit=handler.handle, timer=True))
     root = logging.getLogger()
     for old in root.handlers:

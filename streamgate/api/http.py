@@ -34,7 +34,7 @@ import http
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -110,7 +110,7 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Handler = Callable[[Request], Response]
+Handler = Callable[[Request], Response | Awaitable[Response]]
 
 
 def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -207,6 +207,14 @@ class HttpServer:
             backlog=self.limits.backlog,
         )
 
+    async def start_unix(self, path: str) -> None:
+        """Accept on the unix socket ``path`` (a worker's API, for its supervisor)."""
+        self._servers = [
+            await self.loop.create_unix_server(
+                lambda: HttpConnection(self), path, backlog=self.limits.backlog
+            )
+        ]
+
     async def close(self) -> None:
         """Stop accepting and drop every connection."""
         for server in self._servers:
@@ -277,6 +285,7 @@ class HttpConnection(asyncio.Protocol):
         self._got_bytes = False  # part of a request arrived in this cycle
         self._write_paused = False
         self._yielding = False  # a pipelined request waits for the next loop turn
+        self._answering: asyncio.Task[None] | None = None  # a handler's awaited answer
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -353,6 +362,8 @@ class HttpConnection(asyncio.Protocol):
                     )
             elif isinstance(event, h11.EndOfMessage):
                 self._dispatch()
+                if self._answering is not None:
+                    return  # the answer comes later (an aggregated API asks its workers)
             elif isinstance(event, h11.ConnectionClosed):
                 self.close()
                 return
@@ -431,7 +442,38 @@ class HttpConnection(asyncio.Protocol):
             log.exception("http: %s %s failed", request.method, request.target[:200])
             response = error_response(500, "internal error; see the gateway's log")
         last = self.requests >= self.limits.max_requests_per_connection
+        if isinstance(response, Response):
+            self._send(response, close=last)
+            return
+        # An awaitable: nothing more is read until it is answered, within the
+        # body deadline (a handler that never answers costs a 504, not a slot).
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._answering = self.server.loop.create_task(self._answer(request, response, last))
+
+    async def _answer(
+        self, request: Request, pending: Awaitable[Response], last: bool
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                response = await pending
+        except TimeoutError:
+            response = error_response(504, "no answer in time")
+        except Exception:
+            log.exception("http: %s %s failed", request.method, request.target[:200])
+            response = error_response(500, "internal error; see the gateway's log")
+        self._answering = None
+        if self.closed:
+            return
         self._send(response, close=last)
+        if self.closed or self.transport is None:
+            return
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self._next_cycle()
+        if not self._write_paused:
+            self.transport.resume_reading()
+        self._process()
 
     def _next_cycle(self) -> None:
         self.h11.start_next_cycle()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -20,7 +20,7 @@ from streamgate.api.http import Request, Response, error_response
 __all__ = ["PathArgs", "Route", "RouteHandler", "Router"]
 
 PathArgs = tuple[str, ...]
-RouteHandler = Callable[[Request, PathArgs], Response]
+RouteHandler = Callable[[Request, PathArgs], Response | Awaitable[Response]]
 
 _ONE = "*"  # matches one path segment
 _REST = "**"  # matches one or more segments, joined with "/" (stream names may hold "/")
@@ -68,7 +68,7 @@ class Router:
         self._token = token  # read per request: a configuration reload may change it
         self._protected = protected
 
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
         segments = _split_path(request.target)
         if segments is None:
             return error_response(400, "the request target must be a path like /api/v1/streams")

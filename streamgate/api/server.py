@@ -122,9 +122,15 @@ class ApiServer:
         """The health listener's bound port, if there is one (after :meth:`start`)."""
         return self.health.port if self.health is not None else None
 
-    async def start(self) -> None:
-        """Bind ``[http] listen`` (and ``health_listen``) and start sampling event-loop lag."""
+    async def start(self, unix_path: str | None = None) -> None:
+        """Bind ``[http] listen`` (and ``health_listen``) and start sampling event-loop lag.
+
+        ``unix_path``: serve there instead (a worker, behind its supervisor's API)."""
         settings = self.ctx.settings.http
+        if unix_path is not None:
+            await self.http.start_unix(unix_path)
+            self.lag.start()
+            return
         await self.http.start("[http] listen", settings.listen)
         if self.health is not None and settings.health_listen is not None:
             try:
@@ -153,10 +159,11 @@ async def start_api(
     listening: Callable[[], bool],
     reload: Callable[[], list[str]] | None = None,
     limits: HttpLimits | None = None,
+    unix_path: str | None = None,
 ) -> ApiServer | None:
     """Start the API when ``[http] enabled``; returns it (to close later) or None."""
     if not ctx.settings.http.enabled:
         return None
     api = ApiServer(ctx, listening=listening, reload=reload, limits=limits)
-    await api.start()
+    await api.start(unix_path)
     return api

@@ -46,6 +46,7 @@ from streamgate.cluster.entries import (
     encode_message,
     encode_node,
 )
+from streamgate.cluster.merge import apply_event
 from streamgate.cluster.settings import ClusterOptions
 from streamgate.shield.backoff import Backoff
 from streamgate.shield.bans import Ban, MemoryBanStore
@@ -388,22 +389,9 @@ class Replicator:
                 self._apply(event, now)
 
     def _apply(self, event: Event, now: float) -> None:
-        if isinstance(event, BanEntry):
-            until = self.to_local(event.until) if event.until else 0.0
-            ban = Ban(event.ip, until, event.offences, event.reason)
-            if self.bans.merge(ban, self.to_local(event.changed), now):
-                self.counters["received:lift" if not event.until else "received:ban"] += 1
-        elif isinstance(event, MissEntry):
-            if self.negative is not None and self.negative.learn(
-                (event.app, event.name), self.to_local(event.expires), event.reason, now
-            ):
-                self.counters["received:miss"] += 1
-        else:
-            record = (
-                self.bans.record_failure if event.kind == "failure" else self.bans.record_missing
-            )
-            record(event.ip, event.detail, now, remote=True)
-            self.counters["received:failure"] += 1
+        kind = apply_event(event, self.bans, self.negative, self.to_local, now)
+        if kind is not None:
+            self.counters[f"received:{kind}"] += 1
 
     async def _scan(self, client: Redis, pattern: str) -> list[tuple[str, bytes | str]]:
         """(key, value) of the keys matching ``pattern``; wrong types and oversized

@@ -90,11 +90,15 @@ class RtmpConnector:
         timeouts: UpstreamTimeouts,
         limits: ConnectionLimits | None = None,
         merge_delay: float = 0.0,
+        unix_path: str | None = None,
     ) -> None:
         self.loop = loop
         self.timeouts = timeouts
         self.limits = limits
         self.merge_delay = merge_delay  # seconds; 0: decode every read at once
+        # Dial this unix socket instead of the origin's address (a worker
+        # relaying the stream another worker of the machine pulls).
+        self.unix_path = unix_path
 
     def open(self, origin: Origin, app: str, name: str, sink: LinkSink) -> UpstreamLink:
         return UpstreamLink(self, origin.host, origin.port, app, name, sink)
@@ -172,9 +176,15 @@ class UpstreamLink:
         try:
             async with asyncio.timeout(self.timeouts.connect_timeout):
                 generation = self.generation
-                await self.loop.create_connection(
-                    lambda: _Connection(self, generation), self.host, self.port
-                )
+                path = self.connector.unix_path
+                if path is not None:
+                    await self.loop.create_unix_connection(
+                        lambda: _Connection(self, generation), path
+                    )
+                else:
+                    await self.loop.create_connection(
+                        lambda: _Connection(self, generation), self.host, self.port
+                    )
         except TimeoutError:
             self._fail(f"TCP connect to {self.host}:{self.port} timed out", connect=True)
         except OSError as exc:

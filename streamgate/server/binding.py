@@ -48,14 +48,23 @@ async def bind_listen(
     value: str | list[str],
     *,
     backlog: int = 100,
+    reuse_port: bool = False,
 ) -> list[asyncio.Server]:
-    """One server per address of ``value`` (the ``setting`` named, e.g. "[rtmp] listen")."""
+    """One server per address of ``value`` (the ``setting`` named, e.g. "[rtmp] listen").
+
+    ``reuse_port``: SO_REUSEPORT, so worker processes share the address and
+    the kernel spreads new connections over them."""
     servers: list[asyncio.Server] = []
     try:
         for host, port in listen_addresses(value):
             try:
                 server = await loop.create_server(
-                    factory, host, port, backlog=backlog, reuse_address=True
+                    factory,
+                    host,
+                    port,
+                    backlog=backlog,
+                    reuse_address=True,
+                    reuse_port=reuse_port or None,
                 )
             except OSError as exc:
                 raise cannot_listen(setting, host, port, exc) from None

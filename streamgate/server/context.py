@@ -60,6 +60,9 @@ class ServerContext:
     admission: AdmissionGuard
     edge: EdgeHub | None = None
     cluster: ClusterNode | None = None  # [cluster] redis_url set: the fleet's replication
+    # A worker of several: ``source`` routes each play to its owning worker and
+    # this is the worker's own (what relays from the other workers play).
+    own_source: PlaySource | None = None
     sessions: dict[int, Client] = field(default_factory=dict)  # every admitted connection
     counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads

@@ -167,7 +167,7 @@ class RtmpController:
             stream.remove_player(player)
         self.playing.clear()
         for app, name, waiter in self.waiting.values():
-            self.ctx.source.cancel_play(app, name, waiter)
+            self.gate.source.cancel_play(app, name, waiter)
         self.waiting.clear()
         if self.publishing is not None:
             stream, self.publishing = self.publishing, None
@@ -342,7 +342,7 @@ class RtmpController:
             if not self.closed:
                 self._refuse(sid, self.gate.play_refused(app, name, self.ip, code, description))
 
-        waiter = self.ctx.source.request_play(app, name, query, ready, refused)
+        waiter = self.gate.source.request_play(app, name, query, ready, refused)
         if waiter is not None and not self.closed and sid not in self.playing:
             self.waiting[sid] = (app, name, waiter)
 
@@ -380,7 +380,7 @@ class RtmpController:
             entry[0].remove_player(entry[1])
         waiting = self.waiting.pop(sid, None)
         if waiting is not None:
-            self.ctx.source.cancel_play(*waiting)
+            self.gate.source.cancel_play(*waiting)
 
     def _on_receive(self, event: ReceiveToggled) -> None:
         sid = event.stream_id

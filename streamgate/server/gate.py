@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 
 from streamgate.auth import AuthDecision, TokenRequest
 from streamgate.relay.hub import StreamBusy
+from streamgate.relay.source import PlaySource
 from streamgate.rtmp.messages import Status
 
 if TYPE_CHECKING:
     from streamgate.server.context import ServerContext
 
-__all__ = ["AccessGate", "Refusal"]
+__all__ = ["AccessGate", "Refusal", "TrustedGate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +47,16 @@ class Refusal:
 class AccessGate:
     """One server's admission, auth and refusal decisions (see the module docstring)."""
 
+    # What the API shows as the peer of a connection without an address (None: "?").
+    peer_label: str | None = None
+
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx  # read at each decision: a reload replaces auth, limits and rules
+
+    @property
+    def source(self) -> PlaySource:
+        """Where this connection's plays are served from."""
+        return self.ctx.source
 
     def admit(self, ip: str, now: float) -> str | None:
         """At accept: ``None`` admits (and counts) the connection, else the reason to reset it."""
@@ -112,3 +121,34 @@ class AccessGate:
         """A play or publish the client got wrong (busy stream id, an edge's publish)."""
         detail = f"{action} refused: {description}"
         return Refusal(code, description, detail, detail)
+
+
+_TRUSTED = AuthDecision(True, "")
+
+
+class TrustedGate(AccessGate):
+    """A connection from another worker of this machine, relaying a stream this
+    worker owns to its own players: they were admitted, authorised and
+    accounted there, so here nothing is refused or recorded, and the play is
+    served from this worker's own source (never routed on again)."""
+
+    peer_label = "sibling worker"
+
+    @property
+    def source(self) -> PlaySource:
+        return self.ctx.own_source or self.ctx.source
+
+    def admit(self, ip: str, now: float) -> str | None:
+        return None
+
+    def release(self, ip: str) -> None:
+        pass
+
+    def authorize(
+        self, action: str, app: str, name: str, query: str, ip: str, client_id: int
+    ) -> AuthDecision | Awaitable[AuthDecision]:
+        return _TRUSTED
+
+    def play_refused(self, app: str, name: str, ip: str, code: str, description: str) -> Refusal:
+        detail = f"relayed play of {app}/{name} refused: {description}"
+        return Refusal(code, description, detail, f"relayed play refused: {code}")

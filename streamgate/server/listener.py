@@ -18,8 +18,9 @@ log = logging.getLogger("streamgate.server")
 class RtmpServer:
     """Accepts RTMP connections; ``start()`` binds, ``close()`` stops accepting."""
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, *, reuse_port: bool = False) -> None:
         self.ctx = ctx
+        self.reuse_port = reuse_port  # a worker: the address is shared with the others
         self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -47,6 +48,7 @@ class RtmpServer:
             "[rtmp] listen",
             settings.listen,
             backlog=settings.backlog,
+            reuse_port=self.reuse_port,
         )
         self._schedule_sweep()
         if self.ctx.edge is not None and self.ctx.edge.directory is not None:

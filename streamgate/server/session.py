@@ -43,11 +43,14 @@ class RtmpSession(asyncio.Protocol):
     """An RTMP connection's adapter: socket <-> core <-> controller."""
 
     _ids = 0
+    # Where ids start: a worker of several numbers its clients apart from the others'.
+    id_base = 0
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, gate: type[AccessGate] = AccessGate) -> None:
         self.ctx = ctx
+        self._gate = gate
         RtmpSession._ids += 1
-        self.id = RtmpSession._ids
+        self.id = RtmpSession.id_base + RtmpSession._ids
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection | None = None
         self.controller: RtmpController | None = None
@@ -94,7 +97,9 @@ class RtmpSession(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.ip = str(peer[0]) if peer else ""
         now = self.ctx.loop.time()
-        gate = AccessGate(self.ctx)
+        gate = self._gate(self.ctx)
+        if not peer and gate.peer_label is not None:
+            self.peer = gate.peer_label
         reason = gate.admit(self.ip, now)
         if reason is not None:
             # Before any handshake byte, with a reset: the accept loop moves on at once.

@@ -17,6 +17,7 @@ itself binds everyone, allow-listed or not, so file descriptors stay bounded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamgate.shield.bans import SafeBans
@@ -50,6 +51,12 @@ class AdmissionGuard:
         self.bans = bans
         self.connections = 0
         self._ips: dict[str, _PerIp] = {}
+        # A worker of several: the connections the machine's other workers hold
+        # (kept by the worker's link to its supervisor), counted against the caps.
+        self.elsewhere: dict[str, int] = {}
+        self.elsewhere_total = 0
+        # Told an address's count here after each change (for the other workers).
+        self.on_change: Callable[[str, int], None] | None = None
 
     def configure(self, rules: AdmissionRules) -> None:
         self.rules = rules
@@ -63,19 +70,21 @@ class AdmissionGuard:
         cap = rules.max_connections
         if not allowed:
             cap -= rules.reserved_connections  # the reserve is for trusted networks
-        if self.connections >= cap:
+        if self.connections + self.elsewhere_total >= cap:
             return "max_connections"
         state = self._ips.get(ip)
         if state is None:
             rate = rules.connections_per_second_per_ip
             state = self._ips[ip] = _PerIp(TokenBucket(rate, max(rate, 1.0), now))
         if not allowed:
-            if state.connections >= rules.max_connections_per_ip:
+            if state.connections + self.elsewhere.get(ip, 0) >= rules.max_connections_per_ip:
                 return "max_connections_per_ip"
             if not state.bucket.try_take(now):
                 return "connection_rate"
         state.connections += 1
         self.connections += 1
+        if self.on_change is not None:
+            self.on_change(ip, state.connections)
         return None
 
     def release(self, ip: str) -> None:
@@ -83,6 +92,8 @@ class AdmissionGuard:
         state = self._ips.get(ip)
         if state is not None:
             state.connections -= 1
+            if self.on_change is not None:
+                self.on_change(ip, state.connections)
 
     def sweep(self, now: float) -> None:
         """Forget idle IPs whose bucket has refilled (nothing to remember)."""
@@ -92,6 +103,10 @@ class AdmissionGuard:
             for ip, s in self._ips.items()
             if s.connections > 0 or s.bucket.available(now) < burst
         }
+
+    def counts(self) -> dict[str, int]:
+        """The open connections per address (those with any)."""
+        return {ip: s.connections for ip, s in self._ips.items() if s.connections > 0}
 
     @property
     def tracked_ips(self) -> int:

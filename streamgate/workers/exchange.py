@@ -1,0 +1,218 @@
+"""The supervisor's side of the machine bus: what every worker must know of the others.
+
+One owner for the machine-wide protection state that is not already in
+every worker: the workers keep their own bans, misses and counts and take
+every decision locally; the exchange relays each worker's changes to the
+others, keeps the latest ban or lift per address and miss per name so a
+restarted worker starts with them, and owns the one machine-wide budget per
+origin (connect rate and open links), answered on the bus.
+
+A worker's link ending (the worker died or stopped) drops its connection
+counts and its open links at once and tells the others (``gone``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, OrderedDict
+from typing import Any
+
+from streamgate.shield.window import RateWindow
+from streamgate.workers.wire import MAX_LINE, BusError, counts, decode, encode
+
+__all__ = ["Exchange"]
+
+log = logging.getLogger("streamgate.workers")
+
+_MAX_KEPT = 200_000  # bans and misses kept for replay, at most (oldest dropped)
+_REPLAY_BATCH = 1000  # events per replayed message
+
+
+class _Worker:
+    __slots__ = ("conns", "id", "links", "total", "writer")
+
+    def __init__(self, wid: int, writer: asyncio.StreamWriter) -> None:
+        self.id = wid
+        self.writer = writer
+        self.conns: dict[str, int] = {}
+        self.total = 0
+        self.links: Counter[str] = Counter()  # open upstream links per origin
+
+
+class Exchange:
+    """Relays the workers' changes and answers the machine's connect budget."""
+
+    def __init__(self, path: str, clock: Any = time.monotonic) -> None:
+        self.path = path
+        self.clock = clock
+        self.workers: dict[int, _Worker] = {}
+        self.kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.rates: dict[str, RateWindow] = {}
+        self.counters: Counter[str] = Counter()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._serve, self.path, limit=MAX_LINE)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for worker in list(self.workers.values()):
+            worker.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def connected(self) -> list[int]:
+        return sorted(self.workers)
+
+    # ------------------------------------------------------------ one worker's link
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        worker: _Worker | None = None
+        try:
+            hello = decode(await reader.readline())
+            wid = hello.get("worker")
+            if hello["t"] != "hello" or not isinstance(wid, int) or wid < 0:
+                raise BusError("the first message must be hello")
+            old = self.workers.get(wid)
+            if old is not None:
+                self._gone(old)
+            worker = self.workers[wid] = _Worker(wid, writer)
+            self._replay(worker)
+            while line := await reader.readline():
+                try:
+                    self._handle(worker, decode(line))
+                except BusError as exc:
+                    self.counters["malformed"] += 1
+                    log.warning("worker %d sent a bad bus message: %s", wid, exc)
+        except (BusError, ValueError, ConnectionError) as exc:  # ValueError: a line too long
+            log.warning("a worker's bus link ended: %s", exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if worker is not None and self.workers.get(worker.id) is worker:
+                self._gone(worker)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _gone(self, worker: _Worker) -> None:
+        del self.workers[worker.id]
+        self._send_others(worker.id, {"t": "gone", "w": worker.id})
+
+    def _replay(self, worker: _Worker) -> None:
+        """A worker (re)joined: what the machine knows, before anything new."""
+        events = list(self.kept.values())
+        for i in range(0, len(events), _REPLAY_BATCH):
+            self._send(worker, {"t": "ev", "w": -1, "events": events[i : i + _REPLAY_BATCH]})
+        for other in self.workers.values():
+            if other is not worker and other.conns:
+                self._send(
+                    worker, {"t": "conns", "w": other.id, "total": other.total, "ips": other.conns}
+                )
+
+    def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        if kind == "ev":
+            events = message.get("events")
+            if not isinstance(events, list):
+                raise BusError("ev: events must be a list")
+            for event in events:
+                self._keep(event)
+            self.counters["events"] += len(events)
+            self._send_others(worker.id, {"t": "ev", "w": worker.id, "events": events})
+        elif kind == "conns":
+            total = message.get("total")
+            if not isinstance(total, int) or total < 0:
+                raise BusError("conns: total must be a count")
+            changed = counts(message.get("ips"))
+            for ip, n in changed.items():
+                if n:
+                    worker.conns[ip] = n
+                else:
+                    worker.conns.pop(ip, None)
+            worker.total = total
+            self._send_others(
+                worker.id, {"t": "conns", "w": worker.id, "total": total, "ips": changed}
+            )
+        elif kind == "take":
+            self._send(worker, self._take(worker, message))
+        elif kind == "done":
+            origin = message.get("origin")
+            if isinstance(origin, str) and worker.links[origin] > 0:
+                worker.links[origin] -= 1
+        else:
+            raise BusError(f"unknown kind {kind[:32]!r}")
+
+    def _keep(self, event: object) -> None:
+        """The latest ban or lift per address and miss per name, for replay."""
+        if not isinstance(event, dict):
+            return
+        if event.get("k") == "ban":
+            key = f"ban:{event.get('ip')}"
+        elif event.get("k") == "miss":
+            key = f"miss:{event.get('app')}/{event.get('name')}"
+        else:
+            return  # failures count now or never
+        self.kept[key] = event
+        self.kept.move_to_end(key)
+        while len(self.kept) > _MAX_KEPT:
+            self.kept.popitem(last=False)
+
+    # ------------------------------------------------------------ the machine's budget
+
+    def _take(self, worker: _Worker, message: dict[str, Any]) -> dict[str, Any]:
+        ident, origin = message.get("id"), message.get("origin")
+        rate, cap = message.get("rate"), message.get("cap")
+        if not (
+            isinstance(origin, str)
+            and isinstance(rate, int | float)
+            and rate > 0
+            and isinstance(cap, int)
+            and cap > 0
+        ):
+            raise BusError("take: needs origin, a positive rate and cap")
+        answer: dict[str, Any] = {"t": "grant", "id": ident, "ok": False}
+        if sum(w.links[origin] for w in self.workers.values()) >= cap:
+            self.counters["refused:link_cap"] += 1
+            answer["reason"] = "link_cap"
+            return answer
+        window = self.rates.get(origin)
+        if window is None or window.rate != rate:
+            window = self.rates[origin] = RateWindow(float(rate))
+        if not window.try_take(self.clock()):
+            self.counters["refused:connect_rate"] += 1
+            answer["reason"] = "connect_rate"
+            return answer
+        worker.links[origin] += 1
+        self.counters["granted"] += 1
+        answer["ok"] = True
+        return answer
+
+    # ------------------------------------------------------------ sending
+
+    def _send(self, worker: _Worker, message: dict[str, Any]) -> None:
+        if not worker.writer.is_closing():
+            worker.writer.write(encode(message))
+
+    def _send_others(self, wid: int, message: dict[str, Any]) -> None:
+        data = encode(message)
+        for other in self.workers.values():
+            if other.id != wid and not other.writer.is_closing():
+                other.writer.write(data)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected(),
+            "kept": len(self.kept),
+            "links": {
+                origin: sum(w.links[origin] for w in self.workers.values()) for origin in self.rates
+            },
+            **dict(self.counters),
+        }

@@ -1,0 +1,180 @@
+"""A streamgate edge with ``[rtmp] workers`` = 2, as a real process tree, in front
+of a real nginx-rtmp origin; players from several source addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamgate.client import RtmpClient
+from streamgate.rtmp.events import MediaReceived, StatusReceived
+from tests.peers import free_port, stop_process, wait_until
+
+__all__ = ["Machine", "PlayerRun", "toml"]
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def toml(sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"
+
+
+class Machine:
+    """``streamgate run`` with workers, from a generated config in ``workdir``."""
+
+    def __init__(self, workdir: Path, origin_port: int, workers: int = 2, **sections: Any) -> None:
+        self.workdir = workdir
+        self.rtmp_port = free_port()
+        self.http_port = free_port()
+        self.workers = workers
+        merged: dict[str, dict[str, Any]] = {
+            "rtmp": {
+                "listen": f"127.0.0.1:{self.rtmp_port}",
+                "workers": workers,
+                "drain_time": 2.0,
+            },
+            "http": {"listen": f"127.0.0.1:{self.http_port}"},
+            "edge": {"origins": [f"rtmp://127.0.0.1:{origin_port}"]},
+            "limits": {"connections_per_second_per_ip": 1000, "max_connections_per_ip": 1000},
+        }
+        for name, values in sections.items():
+            merged.setdefault(name, {}).update(values)
+        merged["edge"].setdefault("origins", [f"rtmp://127.0.0.1:{origin_port}"])
+        self.config = workdir / "edge.toml"
+        self.config.write_text(toml(merged, {"mode": "edge"}))
+        self.log = workdir / "edge.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Machine:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamgate", "run", "-c", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the edge exited:\n{self.logs()}")
+            try:
+                return self.get("/readyz")["ready"] is True
+            except (OSError, urllib.error.URLError, ValueError):
+                return False
+
+        wait_until(ready, timeout=timeout, what="every worker ready")
+
+    def stop(self) -> int:
+        return stop_process(self.proc, timeout=15.0) if self.proc is not None else 0
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def url(self, name: str, query: str = "") -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/live/{name}{query}"
+
+    def request(self, method: str, path: str) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
+        try:
+            with _OPENER.open(req, timeout=10) as reply:
+                return int(reply.status), bytes(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def get(self, path: str) -> Any:
+        _, body = self.request("GET", path)
+        if path.startswith("/metrics"):
+            return body.decode()
+        return json.loads(body)
+
+    def worker_pids(self) -> dict[int, int]:
+        return {w["id"]: w["pid"] for w in self.get("/api/v1/workers")["workers"]}
+
+    def players_by_worker(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for client in self.get("/api/v1/clients")["clients"]:
+            if client.get("role") == "player" and client["peer"].startswith("127."):
+                counts[client["worker"]] = counts.get(client["worker"], 0) + 1
+        return counts
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.get("/metrics").splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@dataclass
+class PlayerRun:
+    """One player: how much media it got, the statuses, whether it was closed."""
+
+    source: str
+    peer: str = ""  # our address as the edge sees it ("127.0.0.2:40000")
+    media: int = 0
+    statuses: list[str] = field(default_factory=list)
+    error: str = ""
+    closed: bool = False
+    last_media: float = 0.0
+    max_gap: float = 0.0
+
+    async def run(
+        self, url: str, stop: asyncio.Event, started: asyncio.Event | None = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            client = await RtmpClient.open(url, timeout=15.0, source=self.source)
+            host, port = client.extra_info("sockname")[:2]
+            self.peer = f"{host}:{port}"
+        except Exception as exc:  # recorded, judged by the test
+            self.error = str(exc) or type(exc).__name__
+            return
+        try:
+            await client.play()
+            while not stop.is_set():
+                waiter = asyncio.ensure_future(client.next_event())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if waiter not in done:
+                    waiter.cancel()
+                    break
+                event = waiter.result()
+                if isinstance(event, MediaReceived):
+                    now = loop.time()
+                    if self.last_media:
+                        self.max_gap = max(self.max_gap, now - self.last_media)
+                    self.last_media = now
+                    self.media += 1
+                    if started is not None and self.media == 1:
+                        started.set()
+                elif isinstance(event, StatusReceived):
+                    self.statuses.append(event.code)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.closed = True
+        except Exception as exc:
+            self.error = str(exc) or type(exc).__name__
+        finally:
+            client.close()

@@ -1,0 +1,300 @@
+"""``[rtmp] workers = 2`` in front of nginx-rtmp: one origin link per stream per
+machine, protection state for the whole machine, and the process tree's lifecycle.
+
+The machine has two cores, so these show correctness; the scaling is measured by
+the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamgate.rtmp.messages import Status
+from streamgate.workers.ownership import owner_of
+from tests.peers import NginxRtmp, publisher, wait_until
+from tests.workers.machine import Machine, PlayerRun
+
+pytestmark = pytest.mark.interop
+
+SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]  # 8 viewer addresses
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[NginxRtmp]:
+    with NginxRtmp(tmp_path / "nginx", "application live { live on; }") as server:
+        yield server
+
+
+def edge_plays(nginx: NginxRtmp, name: str) -> int:
+    """Play connections (not the publisher) nginx holds for live/``name``."""
+    return sum(1 for c in nginx.clients("live", name) if "publishing" not in c)
+
+
+async def play_all(
+    urls: list[tuple[str, str]], until: float, want_media: int = 3, hold: float = 0.0
+) -> list[PlayerRun]:
+    """Players (url, source) at once, until each got ``want_media`` (and played at
+    least ``hold`` s) or ``until`` s passed."""
+    stop = asyncio.Event()
+    runs = [PlayerRun(source) for _, source in urls]
+    tasks = [
+        asyncio.ensure_future(run.run(url, stop)) for run, (url, _) in zip(runs, urls, strict=True)
+    ]
+    start = time.monotonic()
+    deadline = start + until
+    while time.monotonic() < deadline and not (
+        all(r.media >= want_media or r.closed or r.error for r in runs)
+        and time.monotonic() - start >= hold
+    ):
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return runs
+
+
+def test_400_players_over_two_workers_cost_one_origin_link(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    with publisher(nginx.url("live", "x")):
+        wait_until(lambda: nginx.publishing("live", "x"), timeout=15, what="ffmpeg publishing")
+        edge = Machine(tmp_path, nginx.rtmp_port).start()
+        try:
+            seen: dict[int, int] = {}
+            links: list[int] = []
+
+            async def watch() -> list[PlayerRun]:
+                task = asyncio.ensure_future(
+                    play_all([(edge.url("x"), SOURCES[i % 8]) for i in range(400)], 60, hold=4)
+                )
+                while not task.done():
+                    links.append(await asyncio.to_thread(edge_plays, nginx, "x"))
+                    seen.update(await asyncio.to_thread(edge.players_by_worker))
+                    await asyncio.sleep(0.5)
+                return await task
+
+            runs = asyncio.run(watch())
+            failed = [r for r in runs if r.media < 3]
+            assert not failed, f"{len(failed)} players got no media: {failed[:3]}"
+            assert max(links) == 1, f"origin play connections seen: {sorted(set(links))}"
+            assert sorted(seen) == [0, 1] and all(seen.values()), seen
+            print(f"players per worker (peak seen): {seen}")
+        finally:
+            assert edge.stop() == 0, edge.logs()
+
+
+def test_a_cold_stream_raced_by_100_first_players_and_50_streams_cost_one_link_each(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    names = [f"s{i}" for i in range(50)]
+    with publisher(nginx.url("live", "cold")):
+        wait_until(lambda: nginx.publishing("live", "cold"), timeout=15, what="publishing")
+        edge = Machine(tmp_path, nginx.rtmp_port).start()
+        try:
+            peak = 0
+
+            async def race() -> list[PlayerRun]:
+                nonlocal peak
+                task = asyncio.ensure_future(
+                    play_all([(edge.url("cold"), SOURCES[i % 8]) for i in range(100)], 40, hold=3)
+                )
+                while not task.done():
+                    peak = max(peak, await asyncio.to_thread(edge_plays, nginx, "cold"))
+                    await asyncio.sleep(0.2)
+                return await task
+
+            runs = asyncio.run(race())
+            assert all(r.media >= 3 for r in runs), [r for r in runs if r.media < 3][:3]
+            assert peak == 1
+        finally:
+            assert edge.stop() == 0, edge.logs()
+    # 50 distinct live streams at once: 50 links, never more.
+    pubs = [publisher(nginx.url("live", n), size="160x120", rate=10) for n in names]
+    for pub in pubs:
+        pub.__enter__()
+    try:
+        wait_until(
+            lambda: all(nginx.publishing("live", n) for n in names), timeout=60, what="50 live"
+        )
+        (tmp_path / "again").mkdir()
+        edge = Machine(tmp_path / "again", nginx.rtmp_port, edge={"max_connects_per_second": 100})
+        edge.start()
+        try:
+            counts: list[int] = []
+
+            async def many() -> list[PlayerRun]:
+                urls = [(edge.url(n), SOURCES[i % 8]) for n in names for i in range(4)]
+                task = asyncio.ensure_future(play_all(urls, 60, want_media=2, hold=3))
+                while not task.done():
+                    stat = await asyncio.to_thread(nginx.stat)
+                    counts.append(
+                        sum(
+                            1
+                            for s in stat.iter("stream")
+                            for c in s.findall("client")
+                            if c.find("publishing") is None
+                        )
+                    )
+                    await asyncio.sleep(0.5)
+                return await task
+
+            runs = asyncio.run(many())
+            assert all(r.media >= 2 for r in runs), [r for r in runs if r.media < 2][:3]
+            assert max(counts) <= 50, max(counts)
+        finally:
+            assert edge.stop() == 0, edge.logs()
+    finally:
+        for pub in pubs:
+            pub.__exit__(None, None, None)
+
+
+def test_a_ban_on_one_worker_resets_the_address_on_every_worker_and_after_sighup(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    sections: dict[str, Any] = {"auth.keys": {"k1": "s" * 32}}
+    edge = Machine(
+        tmp_path,
+        nginx.rtmp_port,
+        auth={"play": "signed"},
+        **sections,
+        limits={
+            "ban_after_failures": 3,
+            "connections_per_second_per_ip": 1000,
+            "max_connections_per_ip": 1000,
+        },
+    ).start()
+    attacker = "127.0.0.2"
+    try:
+
+        async def knock() -> list[PlayerRun]:
+            return await play_all([(edge.url("x", "?token=bad"), attacker)] * 1, 5)
+
+        while not edge.get("/api/v1/bans")["bans"]:
+            asyncio.run(knock())
+        # Many connections: the kernel spreads them over both workers; each resets them.
+        asyncio.run(play_all([(edge.url("x"), attacker) for _ in range(40)], 10))
+        for w in (0, 1):
+            assert edge.metric("streamgate_rejected_total", worker=str(w), reason="banned") > 0
+        edge.signal(signal.SIGHUP)
+        wait_until(lambda: "reloading 2 workers" in edge.logs(), timeout=10, what="reload")
+        before = edge.metric("streamgate_rejected_total", reason="banned")
+        asyncio.run(play_all([(edge.url("x"), attacker) for _ in range(10)], 10))
+        assert edge.metric("streamgate_rejected_total", reason="banned") >= before + 10
+    finally:
+        assert edge.stop() == 0, edge.logs()
+
+
+def _names_owned_by_each() -> tuple[str, str]:
+    """A stream name owned by worker 0 and one owned by worker 1."""
+    names = [f"k{i}" for i in range(20)]
+    return (
+        next(n for n in names if owner_of("live", n, 2) == 0),
+        next(n for n in names if owner_of("live", n, 2) == 1),
+    )
+
+
+def test_a_killed_worker_is_restarted_and_the_other_workers_players_play_on(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    lost_owner, kept_owner = _names_owned_by_each()
+    with publisher(nginx.url("live", lost_owner)), publisher(nginx.url("live", kept_owner)):
+        wait_until(
+            lambda: nginx.publishing("live", lost_owner) and nginx.publishing("live", kept_owner),
+            timeout=15,
+            what="publishing",
+        )
+        edge = Machine(tmp_path, nginx.rtmp_port).start()
+        try:
+            pids = edge.worker_pids()
+
+            async def scenario() -> tuple[list[PlayerRun], list[PlayerRun]]:
+                stop = asyncio.Event()
+                urls = [
+                    (edge.url(n), SOURCES[i % 8])
+                    for n in (lost_owner, kept_owner)
+                    for i in range(20)
+                ]
+                runs = [PlayerRun(s) for _, s in urls]
+                names = [u.rsplit("/", 1)[1] for u, _ in urls]
+                tasks = [
+                    asyncio.ensure_future(r.run(u, stop))
+                    for r, (u, _) in zip(runs, urls, strict=True)
+                ]
+                deadline = time.monotonic() + 30
+                while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                assert all(r.media >= 3 for r in runs)
+                clients = (await asyncio.to_thread(edge.get, "/api/v1/clients"))["clients"]
+                worker_of = {c["peer"]: c["worker"] for c in clients}
+                on_one = [
+                    r
+                    for r, n in zip(runs, names, strict=True)
+                    if worker_of.get(r.peer) == 1 and n == kept_owner
+                ]
+                assert on_one, "no player of worker 1's own stream on worker 1"
+                os.kill(pids[0], signal.SIGKILL)
+                for r in runs:
+                    r.max_gap = 0.0
+                restarted = time.monotonic() + 30
+                while time.monotonic() < restarted:
+                    view = await asyncio.to_thread(edge.get, "/api/v1/workers")
+                    w0 = view["workers"][0]
+                    if w0["restarts"] >= 1 and w0["on_bus"] and w0["pid"] != pids[0]:
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise AssertionError(f"worker 0 not restarted:\n{edge.logs()}")
+                marks = [r.media for r in runs]
+                await asyncio.sleep(2)  # watched: media must keep coming meanwhile
+                stop.set()
+                await asyncio.gather(*tasks)
+                still = [r for r, m in zip(runs, marks, strict=True) if r.media > m]
+                return on_one, still
+
+            on_one, still = asyncio.run(scenario())
+            stalled = [r for r in on_one if r.closed or r.error or r.max_gap > 1.5]
+            assert not stalled, f"players on the surviving worker stalled: {stalled[:3]}"
+            assert all(r in still for r in on_one)
+            logs = edge.logs()
+            assert "worker 0 (pid" in logs and "restarting in" in logs, logs
+            # The killed worker's stream is owned again, by the restarted worker: one link.
+            probe_runs = asyncio.run(
+                play_all([(edge.url(lost_owner), SOURCES[i % 8]) for i in range(10)], 30, hold=2)
+            )
+            assert all(r.media >= 3 for r in probe_runs)
+            assert edge_plays(nginx, lost_owner) <= 1 and edge_plays(nginx, kept_owner) <= 1
+        finally:
+            assert edge.stop() == 0, edge.logs()
+
+
+def test_sigterm_tells_every_player_on_every_worker_and_exits_zero(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    with publisher(nginx.url("live", "x")):
+        wait_until(lambda: nginx.publishing("live", "x"), timeout=15, what="publishing")
+        edge = Machine(tmp_path, nginx.rtmp_port).start()
+
+        async def scenario() -> list[PlayerRun]:
+            stop = asyncio.Event()
+            runs = [PlayerRun(SOURCES[i % 8]) for i in range(40)]
+            tasks = [asyncio.ensure_future(r.run(edge.url("x"), stop)) for r in runs]
+            deadline = time.monotonic() + 30
+            while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert sorted(await asyncio.to_thread(edge.players_by_worker)) == [0, 1]
+            edge.signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+            return runs
+
+        runs = asyncio.run(scenario())
+        assert all(Status.PLAY_UNPUBLISH_NOTIFY in r.statuses for r in runs), [
+            r.statuses for r in runs if Status.PLAY_UNPUBLISH_NOTIFY not in r.statuses
+        ][:3]
+        assert edge.proc is not None
+        assert edge.proc.wait(timeout=20) == 0, edge.logs()
