@@ -62,12 +62,12 @@ JsonObject = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class StreamRef:
-    """One stream the gateway carries: published here (origin) or pulled (edge)."""
+    """One stream the gateway carries: published here (origin), pulled (edge) or relayed."""
 
     app: str
     name: str  # without any query string
     query_params: tuple[str, ...]  # names only (edge ``forward_query`` keys)
-    role: str  # "published" | "pulled"
+    role: str  # "published" | "pulled" | "relayed" (a worker: from the owning sibling)
     state: str  # origin: live/idle; edge: starting/live/linger/reconnecting/backing-off
     stream: Stream
     ingest: Ingest | None = None
@@ -103,8 +103,10 @@ def stream_refs(ctx: ServerContext, now: float) -> list[StreamRef]:
         StreamRef(s.app, s.name, (), "published", _origin_state(s, now), s)
         for s in sorted(ctx.hub, key=lambda s: (s.app, s.name))
     ]
-    if ctx.edge is not None:
-        for ingest in sorted(ctx.edge, key=lambda i: i.key):
+    sources = [("pulled", ctx.edge)] if ctx.edge is not None else []
+    sources += [("relayed", relay) for relay in ctx.relays]  # a worker: its siblings' streams
+    for role, hub in sources:
+        for ingest in sorted(hub, key=lambda i: i.key):
             if ingest.state is IngestState.ENDED:
                 continue
             name, query = split_query(ingest.key[1])
@@ -113,7 +115,7 @@ def stream_refs(ctx: ServerContext, now: float) -> list[StreamRef]:
                     ingest.key[0],
                     name,
                     _param_names(query),
-                    "pulled",
+                    role,
                     _edge_state(ingest),
                     ingest.stream,
                     ingest,

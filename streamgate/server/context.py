@@ -63,6 +63,7 @@ class ServerContext:
     # A worker of several: ``source`` routes each play to its owning worker and
     # this is the worker's own (what relays from the other workers play).
     own_source: PlaySource | None = None
+    relays: list[EdgeHub] = field(default_factory=list)  # the siblings' streams, relayed
     sessions: dict[int, Client] = field(default_factory=dict)  # every admitted connection
     counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads

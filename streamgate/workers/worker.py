@@ -92,6 +92,7 @@ class WorkerRole:
         )
         ctx.own_source = ctx.source
         ctx.source = self.router
+        ctx.relays = list(self.router.relays.values())
         store = ctx.bans.store
         if isinstance(store, MemoryBanStore):
             self.peer = MachinePeer(

@@ -8,6 +8,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from streamgate.client import RtmpClient
 from streamgate.rtmp.events import MediaReceived, StatusReceived
 from tests.peers import free_port, stop_process, wait_until
 
-__all__ = ["Machine", "PlayerRun", "toml"]
+__all__ = ["CountingProxy", "Machine", "PlayerRun", "toml"]
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -178,3 +180,72 @@ class PlayerRun:
             self.error = str(exc) or type(exc).__name__
         finally:
             client.close()
+
+
+class CountingProxy:
+    """A TCP relay in front of an origin that notes when each connection arrived
+    (what the origin sees of the edge: its new connections, with their times)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.accepted: list[float] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted.append(time.monotonic())
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            writer.close()
+            up_writer.close()
+
+    def most_in_any(self, window: float) -> int:
+        """The most connections that arrived within any ``window`` seconds."""
+        times = sorted(self.accepted)
+        best, first = 0, 0
+        for last, t in enumerate(times):
+            while t - times[first] >= window:
+                first += 1
+            best = max(best, last - first + 1)
+        return best

@@ -7,6 +7,7 @@ the benchmark."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
 from tests.peers import NginxRtmp, publisher, wait_until
-from tests.workers.machine import Machine, PlayerRun
+from tests.workers.machine import CountingProxy, Machine, PlayerRun
 
 pytestmark = pytest.mark.interop
 
@@ -298,3 +300,116 @@ def test_sigterm_tells_every_player_on_every_worker_and_exits_zero(
         ][:3]
         assert edge.proc is not None
         assert edge.proc.wait(timeout=20) == 0, edge.logs()
+
+
+def test_a_flood_of_missing_names_over_both_workers_costs_the_origin_what_one_process_would(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    """30 made-up names, re-played as soon as refused, for 6 s from 8 addresses:
+    origin connects per name at most ceil(T / missing_ttl) + 1, and never more than
+    max_connects_per_second in any second for the machine."""
+    names = [f"made-up-{i}" for i in range(30)]
+    seconds, ttl, rate = 6.0, 2.0, 10
+    with CountingProxy(nginx.rtmp_port) as proxy:
+        edge = Machine(
+            tmp_path,
+            proxy.port,
+            edge={
+                "origins": [f"rtmp://127.0.0.1:{proxy.port}"],
+                "missing_ttl": ttl,
+                "start_timeout": 1.0,
+                "max_connects_per_second": rate,
+            },
+            limits={
+                "ban_after_failures": 100_000,
+                "connections_per_second_per_ip": 10_000,
+                "max_connections_per_ip": 10_000,
+            },
+        ).start()
+        try:
+
+            async def flood() -> int:
+                end = time.monotonic() + seconds
+                plays = 0
+
+                async def one(i: int) -> None:
+                    nonlocal plays
+                    while time.monotonic() < end:
+                        run = PlayerRun(SOURCES[i % 8])
+                        await play_all_one(run, edge.url(names[i % len(names)]))
+                        plays += 1
+
+                await asyncio.gather(*(one(i) for i in range(60)))
+                return plays
+
+            plays = asyncio.run(flood())
+        finally:
+            assert edge.stop() == 0, edge.logs()
+    bound = len(names) * (math.ceil(seconds / ttl) + 1)
+    connects = len(proxy.accepted)
+    print(
+        f"{plays} plays of {len(names)} missing names: {connects} origin connects (bound {bound})"
+    )
+    assert plays > 10 * len(names)  # the flood really re-opened
+    assert connects <= bound
+    assert proxy.most_in_any(1.0 - 0.05) <= rate
+
+
+async def play_all_one(run: PlayerRun, url: str) -> None:
+    """One player until it is refused (or 10 s)."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(run.run(url, stop))
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 10)
+    except TimeoutError:
+        stop.set()
+        await task
+
+
+def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> None:
+    with publisher(nginx.url("live", "x")):
+        wait_until(lambda: nginx.publishing("live", "x"), timeout=15, what="publishing")
+        edge = Machine(tmp_path, nginx.rtmp_port).start()
+        try:
+
+            async def scenario() -> None:
+                stop = asyncio.Event()
+                runs = [PlayerRun(SOURCES[i % 8]) for i in range(16)]
+                tasks = [asyncio.ensure_future(r.run(edge.url("x"), stop)) for r in runs]
+                deadline = time.monotonic() + 30
+                while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                clients = (await asyncio.to_thread(edge.get, "/api/v1/clients"))["clients"]
+                mine = {r.peer for r in runs}
+                ours = [c for c in clients if c["peer"] in mine]
+                assert len(ours) == 16 and {c["worker"] for c in ours} == {0, 1}
+                # A kick goes to the worker that holds the client, whichever it is.
+                for worker in (0, 1):
+                    victim = next(c for c in ours if c["worker"] == worker)
+                    status, _ = await asyncio.to_thread(
+                        edge.request, "DELETE", f"/api/v1/clients/{victim['id']}"
+                    )
+                    assert status == 200
+                    kicked = next(r for r in runs if r.peer == victim["peer"])
+                    end = time.monotonic() + 10
+                    while not kicked.closed and time.monotonic() < end:
+                        await asyncio.sleep(0.05)
+                    assert kicked.closed
+                status, _ = await asyncio.to_thread(
+                    edge.request, "DELETE", "/api/v1/clients/999999"
+                )
+                assert status == 404
+                # One exposition for the machine: every family once, every sample labelled.
+                text = await asyncio.to_thread(edge.get, "/metrics")
+                families = {f.name: f for f in text_string_to_metric_families(text)}
+                up = families["streamgate_worker_up"].samples
+                assert sorted(s.labels["worker"] for s in up) == ["0", "1"]
+                assert all(s.value == 1 for s in up)
+                streams = (await asyncio.to_thread(edge.get, "/api/v1/streams"))["streams"]
+                assert {s["worker"] for s in streams if s.get("name") == "x"} == {0, 1}
+                stop.set()
+                await asyncio.gather(*tasks)
+
+            asyncio.run(scenario())
+        finally:
+            assert edge.stop() == 0, edge.logs()
