@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["fanout", "capacity", "cold", "flood", "churn"],
+        choices=["fanout", "capacity", "cold", "flood", "churn", "workers"],
         help="run only these scenarios",
     )
     parser.add_argument("--counts", type=int, nargs="+", help="fan-out player counts")
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     sg = [scenarios.Variant("streamgate", m) for m in bench.merges]
     sg50 = [scenarios.Variant("streamgate", 50)]
     sg350 = [scenarios.Variant("streamgate", 350)]
+    sg50w2 = [scenarios.Variant("streamgate", 50, workers=2)]
     nginx = [scenarios.NGINX]
     # (scenario, runner, seconds it needs at least); run in this order.
     plan: list[tuple[str, Callable[[], Any], int]] = [
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         ("flood", lambda: scenarios.flood(bench, [*sg50, *nginx]), 80),
         ("churn", lambda: scenarios.churn(bench, [*sg50, *nginx]), 90),
         ("capacity", lambda: scenarios.capacity(bench, [*sg350, *nginx], CAPACITY_STEPS), 60),
+        # A named group (--only workers): 1 and 2 worker processes, same stream and counts.
+        ("workers", lambda: scenarios.fanout(bench, [*sg50, *sg50w2]), 0),
     ]
     failed = False
     for name, run, needs in plan:

@@ -67,6 +67,21 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             "all" if not bad else "not at: " + "; ".join(bad),
             not bad,
         )
+    one = {r["players"]: r for r in results.get("workers", []) if r.get("workers", 1) == 1}
+    ratios = []
+    for row in results.get("workers", []):
+        ref = one.get(row["players"])
+        if row.get("workers", 1) > 1 and ref and ref.get("cpu_s_per_gbit"):
+            ratios.append((row["players"], row["cpu_s_per_gbit"] / ref["cpu_s_per_gbit"]))
+    if ratios:
+        add(
+            "workers: CPU/Gbit with 2 workers vs 1 (all processes summed)",
+            "<= 1.15",
+            ", ".join(f"{n}: {r:.2f}" for n, r in ratios),
+            max(r for _, r in ratios) <= 1.15,
+        )
+        links = sorted({r.get("origin_links") for r in results["workers"]} - {None})
+        add("workers: origin links for one stream", "1", ", ".join(map(str, links)), links == [1])
     caps = {c["kind"] + str(c.get("merge_ms")): c for c in results.get("capacity", [])}
     sg, ng = caps.get("streamgate350"), caps.get("nginx-rtmpNone")
     if sg:
@@ -197,6 +212,21 @@ def markdown(results: dict[str, Any]) -> str:
                     + ", ".join(f"{n} {v}%" for n, v in prof["self_pct"][:8])
                 )
                 out.append("")
+    if results.get("workers"):
+        out += [
+            "## Workers: one 2.5 Mbit/s stream, 1 and 2 worker processes",
+            "",
+            "| edge | players | CPU cores (all processes) | delivered Gbit | CPU s / Gbit "
+            "| origin links | min received / source |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in results["workers"]:
+            out.append(
+                f"| {r['edge']} | {r['players']:,} | {_fmt(r['cores'])} | "
+                f"{_fmt(r['delivered_gbit'])} | {_fmt(r['cpu_s_per_gbit'])} | "
+                f"{r.get('origin_links')} | {_fmt(r['bitrate']['min_ratio'], 3)} |"
+            )
+        out.append("")
     if results.get("capacity"):
         out += [
             "## Capacity: 600 kbit/s, edge pinned to one core",

@@ -80,16 +80,20 @@ class Variant:
 
     kind: str  # "streamgate" or "nginx-rtmp"
     merge_ms: int | None = None
+    workers: int = 1  # streamgate's [rtmp] workers
 
     @property
     def label(self) -> str:
         if self.kind == "streamgate":
-            return f"streamgate merge_ms={self.merge_ms}"
+            more = f" workers={self.workers}" if self.workers != 1 else ""
+            return f"streamgate merge_ms={self.merge_ms}{more}"
         return "nginx-rtmp"
 
     @property
     def slug(self) -> str:
-        return f"sg{self.merge_ms}" if self.kind == "streamgate" else "nginx"
+        if self.kind != "streamgate":
+            return "nginx"
+        return f"sg{self.merge_ms}" + (f"w{self.workers}" if self.workers != 1 else "")
 
 
 NGINX = Variant("nginx-rtmp")
@@ -116,7 +120,10 @@ def start_edge(
         origin_port=origin.port,
         merge_ms=variant.merge_ms or 0,
         edge=_settings_keys(EdgeSettings, edge or {}),
-        rtmp=_settings_keys(RtmpSettings, {"drain_time": 0.5}),
+        rtmp=_settings_keys(
+            RtmpSettings,
+            {"drain_time": 0.5, **({"workers": variant.workers} if variant.workers != 1 else {})},
+        ),
         cpus=cpus,
     )
 
@@ -255,13 +262,20 @@ def fanout(bench: Bench, variants: Sequence[Variant]) -> list[dict[str, Any]]:
         for variant in variants:
             edge = start_edge(procs, variant, origin)
             try:
-                rows += _fanout_edge(bench, variant, edge, src)
+                rows += _fanout_edge(bench, variant, edge, src, origin)
             finally:
                 procs.stop(edge)
     return rows
 
 
-def _fanout_edge(bench: Bench, variant: Variant, edge: Server, src: Source) -> list[dict[str, Any]]:
+def origin_links(origin: Server) -> int:
+    """Connections the (streamgate) origin holds besides the publisher: the edge's links."""
+    return int(origin.stats().get("sessions", 1)) - 1
+
+
+def _fanout_edge(
+    bench: Bench, variant: Variant, edge: Server, src: Source, origin: Server
+) -> list[dict[str, Any]]:
     rows = []
     url = edge.url("fan")
     with LoadGenerator(bench.options(), workers=bench.workers) as gen:
@@ -275,6 +289,7 @@ def _fanout_edge(bench: Bench, variant: Variant, edge: Server, src: Source) -> l
         base_cores = idle.cpu / idle.seconds
         current = 1
         steps: list[tuple[int, int, Window]] = []
+        links: dict[int, int] = {}
         for n in bench.fanout_counts:
             need = bench.fanout_window + 4 + (n - current) / bench.fanout_rate + 5
             if bench.left() < need:
@@ -290,6 +305,7 @@ def _fanout_edge(bench: Bench, variant: Variant, edge: Server, src: Source) -> l
             time.sleep(1.0)
             window = measure(gen, edge, bench.fanout_window)
             steps.append((n, first, window))
+            links[n] = origin_links(origin)
             bench.log(
                 f"  {variant.label}: {n} players, edge {window.cpu / window.seconds:.2f} "
                 f"cores, client {window.client_cores:.2f} cores"
@@ -309,6 +325,8 @@ def _fanout_edge(bench: Bench, variant: Variant, edge: Server, src: Source) -> l
                 "edge": variant.label,
                 "kind": variant.kind,
                 "merge_ms": variant.merge_ms,
+                "workers": variant.workers,
+                "origin_links": links.get(n),
                 "players": n,
                 "window_s": round(w.seconds, 2),
                 "cpu_s": round(w.cpu, 3),

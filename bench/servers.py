@@ -51,11 +51,35 @@ def die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its workers), now."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
 def cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of every thread of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    """(user, system) CPU seconds of every thread of ``pid`` and of its descendants
+    so far (a server with workers is its whole process tree)."""
+    user = system = 0.0
+    for one in process_tree(pid):
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if one == pid:
+                raise
+            continue
+        user += int(fields[11]) / CLK_TCK
+        system += int(fields[12]) / CLK_TCK
+    return user, system
 
 
 def cpu_seconds(pid: int) -> float:
@@ -65,11 +89,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """VmRSS of ``pid`` and its descendants, summed."""
+    total = 0
+    for one in process_tree(pid):
+        try:
+            with open(f"/proc/{one}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 @dataclass(frozen=True)
@@ -320,6 +350,13 @@ class Procs:
         self.servers.append(server)
         try:
             wait_port(port, timeout=15, proc=proc)
+            workers = (rtmp or {}).get("workers", 1)
+            if workers != 1:  # the port opens with the first worker: wait for them all
+                deadline = time.monotonic() + 30
+                while b"workers, pulling from" not in (wd / "streamgate.log").read_bytes():
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"{label}: the workers did not all start")
+                    time.sleep(0.05)
         except BaseException:
             self.stop(server)
             raise

@@ -787,10 +787,6 @@ class Settings(BaseSettings):
             if method == "hook" and not auth.hook_url:
                 raise ValueError(f"[auth] {action} = 'hook' needs [auth] hook_url")
         if self.rtmp.workers != 1:
-            if self.mode != "edge":
-                raise ValueError(
-                    '[rtmp] workers > 1 needs mode = "edge" (an origin runs as one process)'
-                )
             fixed = [("[rtmp] listen", self.rtmp.listen)]
             if self.http.enabled:
                 fixed.append(("[http] listen", self.http.listen))

@@ -61,6 +61,9 @@ class StreamHub:
         self._streams: dict[tuple[str, str], Stream] = {}
         self._publishers: dict[Stream, PublisherSink] = {}
         self._waiters: dict[tuple[str, str], list[Waiter]] = {}
+        # Told (app, name, True) on each publish and (..., False) when it ends
+        # (a worker of several: so the machine knows which worker holds a name).
+        self.on_change: Callable[[str, str, bool], None] | None = None
 
     def __iter__(self) -> Iterator[Stream]:
         return iter(list(self._streams.values()))
@@ -84,6 +87,8 @@ class StreamHub:
         stream = Stream(app, name, self.clock, self.fanout)
         self._streams[key] = stream
         self._publishers[stream] = publisher
+        if self.on_change is not None:
+            self.on_change(app, name, True)
         for waiter in self._waiters.pop(key, []):
             self._settle(waiter)
             notify(waiter.on_ready, stream)
@@ -94,6 +99,8 @@ class StreamHub:
         key = (stream.app, stream.name)
         if self._streams.get(key) is stream:
             del self._streams[key]
+            if self.on_change is not None:
+                self.on_change(stream.app, stream.name, False)
         self._publishers.pop(stream, None)
         stream.end(code, f"{stream.app}/{stream.name} is no longer published")
 

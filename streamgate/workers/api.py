@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamgate.api.http import Request, Response, error_response, json_response
 from streamgate.api.routing import PathArgs, Route
@@ -33,9 +33,25 @@ from streamgate.http_client import HttpError, HttpTarget, fetch
 from streamgate.workers.worker import ID_SPAN, api_socket
 
 if TYPE_CHECKING:
-    from streamgate.workers.supervisor import Supervisor
+    from streamgate.config import Settings
 
-__all__ = ["build_routes", "merge_metrics"]
+
+class Machine(Protocol):
+    """What the routes read of the supervisor."""
+
+    settings: Settings
+    count: int
+    run_dir: str
+
+    def connected(self) -> list[int]:
+        """The workers on the bus now."""
+
+    def workers_view(self) -> dict[str, Any]: ...
+
+    def own_metrics(self) -> str: ...
+
+
+__all__ = ["Machine", "build_routes", "merge_metrics"]
 
 _BOUND = 3.0  # seconds a worker has to answer
 _MAX_BODY = 64 << 20
@@ -104,7 +120,7 @@ def _merge(answers: dict[int, Any], key_once: str | None = None) -> Any:
     return merged
 
 
-def build_routes(sup: Supervisor) -> list[Route]:
+def build_routes(sup: Machine) -> list[Route]:
     """The supervisor's route table."""
 
     async def ask(
@@ -203,7 +219,7 @@ def build_routes(sup: Supervisor) -> list[Route]:
     async def readyz(request: Request, args: PathArgs) -> Response:
         got, missing = await ask_all(request)
         ready = not missing and all(status == 200 for status, _ in got.values())
-        ready = ready and sorted(sup.exchange.connected()) == list(range(sup.count))
+        ready = ready and sorted(sup.connected()) == list(range(sup.count))
         view = {"ready": ready, "workers": sup.count, "missing_workers": missing}
         return json_response(200 if ready else 503, view)
 

@@ -50,6 +50,7 @@ class Exchange:
         self.workers: dict[int, _Worker] = {}
         self.kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.rates: dict[str, RateWindow] = {}
+        self.holders: dict[tuple[str, str], int] = {}  # origin mode: who publishes a name
         self.counters: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,12 +106,17 @@ class Exchange:
     def _gone(self, worker: _Worker) -> None:
         del self.workers[worker.id]
         self._send_others(worker.id, {"t": "gone", "w": worker.id})
+        for key in [k for k, w in self.holders.items() if w == worker.id]:
+            del self.holders[key]
+            self._send_others(worker.id, {"t": "held", "app": key[0], "name": key[1], "w": -1})
 
     def _replay(self, worker: _Worker) -> None:
         """A worker (re)joined: what the machine knows, before anything new."""
         events = list(self.kept.values())
         for i in range(0, len(events), _REPLAY_BATCH):
             self._send(worker, {"t": "ev", "w": -1, "events": events[i : i + _REPLAY_BATCH]})
+        for (app, name), holder in self.holders.items():
+            self._send(worker, {"t": "held", "app": app, "name": name, "w": holder})
         for other in self.workers.values():
             if other is not worker and other.conns:
                 self._send(
@@ -143,12 +149,34 @@ class Exchange:
             )
         elif kind == "take":
             self._send(worker, self._take(worker, message))
+        elif kind == "pub":
+            self._publish(worker, message)
         elif kind == "done":
             origin = message.get("origin")
             if isinstance(origin, str) and worker.links[origin] > 0:
                 worker.links[origin] -= 1
         else:
             raise BusError(f"unknown kind {kind[:32]!r}")
+
+    def _publish(self, worker: _Worker, message: dict[str, Any]) -> None:
+        """Origin mode: one publisher per name on the machine; the first holds it."""
+        app, name, on = message.get("app"), message.get("name"), message.get("on")
+        if not isinstance(app, str) or not isinstance(name, str) or not isinstance(on, bool):
+            raise BusError("pub: needs app, name and on")
+        key = (app, name)
+        holder = self.holders.get(key)
+        if on:
+            if holder is not None and holder != worker.id and holder in self.workers:
+                self.counters["publish_busy"] += 1
+                self._send(worker, {"t": "busy", "app": app, "name": name, "w": holder})
+                return
+            self.holders[key] = worker.id
+        elif holder == worker.id:
+            del self.holders[key]
+        else:
+            return
+        held = {"t": "held", "app": app, "name": name, "w": worker.id if on else -1}
+        self._send_others(worker.id, held)
 
     def _keep(self, event: object) -> None:
         """The latest ban or lift per address and miss per name, for replay."""
@@ -211,6 +239,7 @@ class Exchange:
         return {
             "connected": self.connected(),
             "kept": len(self.kept),
+            "published": len(self.holders),
             "links": {
                 origin: sum(w.links[origin] for w in self.workers.values()) for origin in self.rates
             },

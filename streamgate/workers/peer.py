@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from streamgate.cluster.entries import (
@@ -97,6 +97,11 @@ class MachinePeer:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        # Origin mode: which worker publishes each name (from the supervisor), and
+        # what to do when the machine already had a publisher for ours.
+        self.holders: dict[tuple[str, str], int] = {}
+        self.on_busy: Callable[[str, str], None] | None = None
+        self._publishing: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -163,6 +168,7 @@ class MachinePeer:
         self._waiting.clear()
         self._others.clear()
         self._others_total.clear()
+        self.holders.clear()  # the supervisor sends them all again on reconnect
         self.admission.elsewhere = {}
         self.admission.elsewhere_total = 0
 
@@ -177,6 +183,8 @@ class MachinePeer:
                 self.missed(key, expires, reason)
         self._dirty = self.admission.counts()
         self._send_counts()
+        for app, name in self._publishing:
+            self._write({"t": "pub", "app": app, "name": name, "on": True})
 
     # ------------------------------------------------------------ local changes
 
@@ -209,6 +217,14 @@ class MachinePeer:
         if self._counts_timer is None and self._writer is not None:
             loop = asyncio.get_running_loop()
             self._counts_timer = loop.call_later(COUNTS_EVERY, self._send_counts)
+
+    def published(self, app: str, name: str, on: bool) -> None:
+        """The worker's hub began (or ended) a publish of ``app``/``name``."""
+        if on:
+            self._publishing.add((app, name))
+        else:
+            self._publishing.discard((app, name))
+        self._write({"t": "pub", "app": app, "name": name, "on": on})
 
     def _queue(self, event: Event) -> None:
         if self._writer is None:
@@ -245,6 +261,18 @@ class MachinePeer:
             wid = message.get("w")
             if isinstance(wid, int):
                 self._forget(wid)
+        elif kind == "held":
+            app, name, wid = message.get("app"), message.get("name"), message.get("w")
+            if not isinstance(app, str) or not isinstance(name, str) or not isinstance(wid, int):
+                raise BusError("held: needs app, name and w")
+            if wid < 0:
+                self.holders.pop((app, name), None)
+            else:
+                self.holders[(app, name)] = wid
+        elif kind == "busy":
+            app, name = message.get("app"), message.get("name")
+            if isinstance(app, str) and isinstance(name, str) and self.on_busy is not None:
+                self.on_busy(app, name)
         elif kind == "grant":
             future = self._waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
             if future is not None and not future.done():

@@ -1,12 +1,14 @@
 """A worker's play source: streams it owns from its own source, the rest from their owner.
 
-The owner of a name (:func:`~.ownership.owner_of`) is the only worker that
-plays it from the origin (an edge) or holds its publisher's stream (see
-below). Every other worker plays it from the owner, over the owner's unix
-socket, with one :class:`~streamgate.edge.hub.EdgeHub` per owner: the same
-ingest that pulls from an origin, so one local link per stream per worker
-however many of its players watch, reconnects with backoff if the owner
-restarts, idle and linger as toward an origin.
+The owner of a name is the only worker that plays it from the origin (an
+edge: :func:`~.ownership.owner_of`) or holds its publisher's stream (an
+origin: whichever worker the publisher landed on, as the supervisor tells;
+a name published nowhere is played from this worker's own hub). Every
+other worker plays it from the owner, over the owner's unix socket, with
+one :class:`~streamgate.edge.hub.EdgeHub` per owner: the same ingest that
+pulls from an origin, so one local link per stream per worker however many
+of its players watch, reconnects with backoff if the owner restarts, idle
+and linger as toward an origin.
 
 A name the machine knows to be missing (this worker's negative cache, fed
 by the owner's misses over the bus) is refused here at once, without the
@@ -63,6 +65,8 @@ class WorkerRouter:
         self.negative = negative
         self.clock = clock
         self.refused_cached = 0
+        # Origin mode: the worker publishing each name owns it (None: the hash decides).
+        self.holders: dict[tuple[str, str], int] | None = None
 
     @classmethod
     def build(
@@ -113,6 +117,8 @@ class WorkerRouter:
         return cls(worker, count, own, relays, negative, clock)
 
     def owner(self, app: str, name: str) -> int:
+        if self.holders is not None:  # an origin: where it is published, else here
+            return self.holders.get((app, name.partition("?")[0]), self.worker)
         return owner_of(app, name, self.count)
 
     def request_play(

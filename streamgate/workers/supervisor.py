@@ -215,6 +215,9 @@ class Supervisor:
     def _limits(self) -> Any:
         return http_limits(self.settings.http)
 
+    def connected(self) -> list[int]:
+        return self.exchange.connected()
+
     def workers_view(self) -> dict[str, Any]:
         connected = set(self.exchange.connected())
         now = time.monotonic()

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 from dataclasses import dataclass
 
+from streamgate.rtmp.messages import Status
 from streamgate.server.binding import cannot_listen
 from streamgate.server.context import ServerContext, _edge_timing, _fanout
 from streamgate.server.gate import TrustedGate
@@ -51,6 +53,19 @@ def die_with_parent() -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _publish_clash(ctx: ServerContext, app: str, name: str) -> None:
+    """Another worker already publishes ``app``/``name``: ours goes (the first holds)."""
+    stream = ctx.hub.get(app, name)
+    if stream is None:
+        return
+    publisher = ctx.hub.publisher(stream)
+    ctx.hub.unpublish(stream)
+    if publisher is not None:
+        publisher.kick(
+            Status.PUBLISH_BAD_NAME, f"{app}/{name} is already being published on this machine"
+        )
 
 
 def api_socket(run_dir: str, worker: int) -> str:
@@ -99,6 +114,10 @@ class WorkerRole:
                 self.id, bus_socket(self.run_dir), store, ctx.admission, ctx.clock.now
             )
             self.configure(ctx)
+            if ctx.edge is None:  # an origin: a name is owned where it is published
+                self.router.holders = self.peer.holders
+                ctx.hub.on_change = self.peer.published
+                self.peer.on_busy = functools.partial(_publish_clash, ctx)
 
     def configure(self, ctx: ServerContext) -> None:
         """The machine's budget per origin, from the (re)loaded settings."""
