@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from streamgate.auth import Authorizer, MethodConfig, sign_query
 from streamgate.auth.hook import HookClient
 from streamgate.config import Settings, load_keys
+from streamgate.edge.budgeted import BudgetedConnector
 from streamgate.edge.directory import OriginDirectory
 from streamgate.edge.hub import EdgeHub, EdgeTiming
 from streamgate.edge.origins import OriginPool
@@ -137,7 +138,9 @@ class ServerContext:
         if self.edge is not None and settings.mode == "edge":
             self.edge.settings = _edge_timing(settings)
             self.edge.fanout = _fanout(settings)
-            connector = getattr(self.edge.connector, "inner", self.edge.connector)  # fleet gate
+            connector = self.edge.connector
+            while isinstance(connector, BudgetedConnector):  # the fleet's, the machine's gate
+                connector = connector.inner
             if isinstance(connector, RtmpConnector):
                 connector.merge_delay = settings.rtmp.merge_ms / 1000
             self.edge.negative.ttl = settings.edge.missing_ttl

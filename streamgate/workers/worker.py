@@ -26,6 +26,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+from streamgate.edge.budgeted import BudgetedConnector
 from streamgate.rtmp.messages import Status
 from streamgate.server.binding import cannot_listen
 from streamgate.server.context import ServerContext, _edge_timing, _fanout
@@ -126,8 +127,6 @@ class WorkerRole:
         edge = ctx.settings.edge
         self.peer.budget_rate = edge.max_connects_per_second
         self.peer.budget_cap = edge.max_upstreams
-        from streamgate.edge.budgeted import BudgetedConnector
-
         if not isinstance(ctx.edge.connector, BudgetedConnector) or (
             ctx.edge.connector.budget is not self.peer
         ):

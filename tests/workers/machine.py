@@ -36,7 +36,14 @@ def toml(sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:
 class Machine:
     """``streamgate run`` with workers, from a generated config in ``workdir``."""
 
-    def __init__(self, workdir: Path, origin_port: int, workers: int = 2, **sections: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        origin_port: int | None,
+        workers: int = 2,
+        mode: str = "edge",
+        **sections: Any,
+    ) -> None:
         self.workdir = workdir
         self.rtmp_port = free_port()
         self.http_port = free_port()
@@ -48,14 +55,14 @@ class Machine:
                 "drain_time": 2.0,
             },
             "http": {"listen": f"127.0.0.1:{self.http_port}"},
-            "edge": {"origins": [f"rtmp://127.0.0.1:{origin_port}"]},
             "limits": {"connections_per_second_per_ip": 1000, "max_connections_per_ip": 1000},
         }
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)
-        merged["edge"].setdefault("origins", [f"rtmp://127.0.0.1:{origin_port}"])
+        if mode == "edge":
+            merged.setdefault("edge", {}).setdefault("origins", [f"rtmp://127.0.0.1:{origin_port}"])
         self.config = workdir / "edge.toml"
-        self.config.write_text(toml(merged, {"mode": "edge"}))
+        self.config.write_text(toml(merged, {"mode": mode}))
         self.log = workdir / "edge.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamgate.client import RtmpClient
+from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
 from tests.peers import NginxRtmp, publisher, wait_until
@@ -413,3 +415,58 @@ def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> No
             asyncio.run(scenario())
         finally:
             assert edge.stop() == 0, edge.logs()
+
+
+def test_an_origin_with_two_workers_serves_every_player_and_holds_one_publisher_per_name(
+    tmp_path: Path,
+) -> None:
+    """ffmpeg publishes to whichever worker the kernel picks; players on both workers
+    get it (the other one relays it); a second publisher of the name is refused,
+    whichever worker it lands on, and the first one plays on."""
+    machine = Machine(tmp_path, None, mode="origin").start()
+    try:
+        with publisher(machine.url("p")):
+
+            def published() -> bool:
+                streams = machine.get("/api/v1/streams")["streams"]
+                return any(s["name"] == "p" and s["role"] == "published" for s in streams)
+
+            wait_until(published, timeout=20, what="ffmpeg publishing to the machine")
+
+            async def scenario() -> tuple[list[PlayerRun], list[str]]:
+                stop = asyncio.Event()
+                runs = [PlayerRun(SOURCES[i % 8]) for i in range(40)]
+                tasks = [asyncio.ensure_future(r.run(machine.url("p"), stop)) for r in runs]
+                deadline = time.monotonic() + 30
+                while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                by_worker = await asyncio.to_thread(machine.players_by_worker)
+                assert sorted(by_worker) == [0, 1], by_worker
+                # Second publishers of the name, from several addresses: both workers.
+                answers = []
+                for i in range(8):
+                    client = await RtmpClient.open(machine.url("p"), source=SOURCES[i])
+                    await client.publish()
+                    code = ""
+                    try:
+                        async with asyncio.timeout(10):
+                            while code != Status.PUBLISH_BAD_NAME:
+                                event = await client.next_event()
+                                if isinstance(event, StatusReceived):
+                                    code = event.code
+                    except (ConnectionError, TimeoutError):
+                        pass
+                    answers.append(code)
+                    client.close()
+                marks = [r.media for r in runs]
+                await asyncio.sleep(1.5)  # the first publisher's players keep getting media
+                stop.set()
+                await asyncio.gather(*tasks)
+                assert all(r.media > m for r, m in zip(runs, marks, strict=True))
+                return runs, answers
+
+            runs, answers = asyncio.run(scenario())
+            assert all(r.media >= 3 for r in runs)
+            assert answers == [Status.PUBLISH_BAD_NAME] * 8, answers
+    finally:
+        assert machine.stop() == 0, machine.logs()
