@@ -20,7 +20,7 @@ from streamgate.client import RtmpClient
 from streamgate.rtmp.events import MediaReceived, StatusReceived
 from tests.peers import free_port, stop_process, wait_until
 
-__all__ = ["CountingProxy", "Machine", "PlayerRun", "toml"]
+__all__ = ["Audience", "CountingProxy", "Machine", "PlayerRun", "toml"]
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -256,3 +256,29 @@ class CountingProxy:
                 first += 1
             best = max(best, last - first + 1)
         return best
+
+
+class Audience:
+    """Players of ``urls`` ((url, source) pairs), started at once on the running loop."""
+
+    def __init__(self, urls: list[tuple[str, str]]) -> None:
+        self.stop = asyncio.Event()
+        self.runs = [PlayerRun(source) for _, source in urls]
+        self.tasks = [
+            asyncio.ensure_future(run.run(url, self.stop))
+            for run, (url, _) in zip(self.runs, urls, strict=True)
+        ]
+
+    async def playing(self, media: int = 3, timeout: float = 30.0) -> None:
+        """Until every player got ``media`` messages; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not all(r.media >= media for r in self.runs):
+            if time.monotonic() > deadline:
+                late = [r for r in self.runs if r.media < media]
+                raise AssertionError(f"{len(late)} players without media: {late[:3]}")
+            await asyncio.sleep(0.1)
+
+    async def end(self) -> list[PlayerRun]:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+        return self.runs

@@ -25,7 +25,7 @@ from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
 from tests.peers import NginxRtmp, publisher, wait_until
-from tests.workers.machine import CountingProxy, Machine, PlayerRun
+from tests.workers.machine import Audience, CountingProxy, Machine, PlayerRun
 
 pytestmark = pytest.mark.interop
 
@@ -48,21 +48,15 @@ async def play_all(
 ) -> list[PlayerRun]:
     """Players (url, source) at once, until each got ``want_media`` (and played at
     least ``hold`` s) or ``until`` s passed."""
-    stop = asyncio.Event()
-    runs = [PlayerRun(source) for _, source in urls]
-    tasks = [
-        asyncio.ensure_future(run.run(url, stop)) for run, (url, _) in zip(runs, urls, strict=True)
-    ]
+    audience = Audience(urls)
     start = time.monotonic()
     deadline = start + until
     while time.monotonic() < deadline and not (
-        all(r.media >= want_media or r.closed or r.error for r in runs)
+        all(r.media >= want_media or r.closed or r.error for r in audience.runs)
         and time.monotonic() - start >= hold
     ):
         await asyncio.sleep(0.1)
-    stop.set()
-    await asyncio.gather(*tasks)
-    return runs
+    return await audience.end()
 
 
 def test_400_players_over_two_workers_cost_one_origin_link(
@@ -220,22 +214,15 @@ def test_a_killed_worker_is_restarted_and_the_other_workers_players_play_on(
             pids = edge.worker_pids()
 
             async def scenario() -> tuple[list[PlayerRun], list[PlayerRun]]:
-                stop = asyncio.Event()
                 urls = [
                     (edge.url(n), SOURCES[i % 8])
                     for n in (lost_owner, kept_owner)
                     for i in range(20)
                 ]
-                runs = [PlayerRun(s) for _, s in urls]
+                audience = Audience(urls)
+                runs = audience.runs
                 names = [u.rsplit("/", 1)[1] for u, _ in urls]
-                tasks = [
-                    asyncio.ensure_future(r.run(u, stop))
-                    for r, (u, _) in zip(runs, urls, strict=True)
-                ]
-                deadline = time.monotonic() + 30
-                while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                assert all(r.media >= 3 for r in runs)
+                await audience.playing()
                 clients = (await asyncio.to_thread(edge.get, "/api/v1/clients"))["clients"]
                 worker_of = {c["peer"]: c["worker"] for c in clients}
                 on_one = [
@@ -258,8 +245,7 @@ def test_a_killed_worker_is_restarted_and_the_other_workers_players_play_on(
                     raise AssertionError(f"worker 0 not restarted:\n{edge.logs()}")
                 marks = [r.media for r in runs]
                 await asyncio.sleep(2)  # watched: media must keep coming meanwhile
-                stop.set()
-                await asyncio.gather(*tasks)
+                await audience.end()
                 still = [r for r, m in zip(runs, marks, strict=True) if r.media > m]
                 return on_one, still
 
@@ -287,15 +273,12 @@ def test_sigterm_tells_every_player_on_every_worker_and_exits_zero(
         edge = Machine(tmp_path, nginx.rtmp_port).start()
 
         async def scenario() -> list[PlayerRun]:
-            stop = asyncio.Event()
-            runs = [PlayerRun(SOURCES[i % 8]) for i in range(40)]
-            tasks = [asyncio.ensure_future(r.run(edge.url("x"), stop)) for r in runs]
-            deadline = time.monotonic() + 30
-            while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            audience = Audience([(edge.url("x"), SOURCES[i % 8]) for i in range(40)])
+            runs = audience.runs
+            await audience.playing()
             assert sorted(await asyncio.to_thread(edge.players_by_worker)) == [0, 1]
             edge.signal(signal.SIGTERM)
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+            await asyncio.wait_for(asyncio.gather(*audience.tasks), timeout=15)
             return runs
 
         runs = asyncio.run(scenario())
@@ -382,12 +365,9 @@ def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> No
         try:
 
             async def scenario() -> None:
-                stop = asyncio.Event()
-                runs = [PlayerRun(SOURCES[i % 8]) for i in range(16)]
-                tasks = [asyncio.ensure_future(r.run(edge.url("x"), stop)) for r in runs]
-                deadline = time.monotonic() + 30
-                while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
+                audience = Audience([(edge.url("x"), SOURCES[i % 8]) for i in range(16)])
+                runs = audience.runs
+                await audience.playing()
                 clients = (await asyncio.to_thread(edge.get, "/api/v1/clients"))["clients"]
                 mine = {r.peer for r in runs}
                 ours = [c for c in clients if c["peer"] in mine]
@@ -416,8 +396,7 @@ def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> No
                 assert all(s.value == 1 for s in up)
                 streams = (await asyncio.to_thread(edge.get, "/api/v1/streams"))["streams"]
                 assert {s["worker"] for s in streams if s.get("name") == "x"} == {0, 1}
-                stop.set()
-                await asyncio.gather(*tasks)
+                await audience.end()
 
             asyncio.run(scenario())
         finally:
@@ -441,12 +420,9 @@ def test_an_origin_with_two_workers_serves_every_player_and_holds_one_publisher_
             wait_until(published, timeout=20, what="ffmpeg publishing to the machine")
 
             async def scenario() -> tuple[list[PlayerRun], list[str]]:
-                stop = asyncio.Event()
-                runs = [PlayerRun(SOURCES[i % 8]) for i in range(40)]
-                tasks = [asyncio.ensure_future(r.run(machine.url("p"), stop)) for r in runs]
-                deadline = time.monotonic() + 30
-                while not all(r.media >= 3 for r in runs) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
+                audience = Audience([(machine.url("p"), SOURCES[i % 8]) for i in range(40)])
+                runs = audience.runs
+                await audience.playing()
                 by_worker = await asyncio.to_thread(machine.players_by_worker)
                 assert sorted(by_worker) == [0, 1], by_worker
                 # Second publishers of the name, from several addresses: both workers.
@@ -467,8 +443,7 @@ def test_an_origin_with_two_workers_serves_every_player_and_holds_one_publisher_
                     client.close()
                 marks = [r.media for r in runs]
                 await asyncio.sleep(1.5)  # the first publisher's players keep getting media
-                stop.set()
-                await asyncio.gather(*tasks)
+                await audience.end()
                 assert all(r.media > m for r, m in zip(runs, marks, strict=True))
                 return runs, answers
 
