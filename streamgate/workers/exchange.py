@@ -28,6 +28,7 @@ log = logging.getLogger("streamgate.workers")
 
 _MAX_KEPT = 200_000  # bans and misses kept for replay, at most (oldest dropped)
 _REPLAY_BATCH = 1000  # events per replayed message
+MAX_BACKLOG = 16 << 20  # bytes queued to one worker before its link is cut
 
 
 class _Worker:
@@ -226,14 +227,26 @@ class Exchange:
     # ------------------------------------------------------------ sending
 
     def _send(self, worker: _Worker, message: dict[str, Any]) -> None:
-        if not worker.writer.is_closing():
-            worker.writer.write(encode(message))
+        self._write(worker, encode(message))
 
     def _send_others(self, wid: int, message: dict[str, Any]) -> None:
         data = encode(message)
-        for other in self.workers.values():
-            if other.id != wid and not other.writer.is_closing():
-                other.writer.write(data)
+        for other in list(self.workers.values()):
+            if other.id != wid:
+                self._write(other, data)
+
+    def _write(self, worker: _Worker, data: bytes) -> None:
+        writer = worker.writer
+        if writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+            # A worker that stopped reading (stopped, stuck): its link is cut rather
+            # than the supervisor's memory; it reconnects and gets the replay.
+            self.counters["cut_slow_worker"] += 1
+            log.warning("worker %d does not read its bus link; cutting it", worker.id)
+            writer.transport.abort()
+            return
+        writer.write(data)
 
     def view(self) -> dict[str, Any]:
         return {

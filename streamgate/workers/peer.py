@@ -55,6 +55,7 @@ TAKE_BOUND = 0.2
 """Seconds an upstream connect waits for the machine's budget, at most."""
 
 _RETRY = 0.5  # seconds between two attempts to reach the supervisor
+_MAX_BACKLOG = 16 << 20  # bytes queued to the supervisor before the link is cut
 
 _REFUSALS = {
     "connect_rate": BudgetRefusal("machine_connect_rate", "the machine's connect rate reached"),
@@ -246,8 +247,15 @@ class MachinePeer:
             self._write({"t": "conns", "total": self.admission.connections, "ips": dirty})
 
     def _write(self, message: dict[str, Any]) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(encode(message))
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > _MAX_BACKLOG:
+            # The supervisor does not read: cut the link (the state goes again on reconnect).
+            self.counters["cut_slow_supervisor"] += 1
+            writer.transport.abort()
+            return
+        writer.write(encode(message))
 
     # ------------------------------------------------------------ from the others
 

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ from streamgate.api.server import http_limits
 from streamgate.config import Settings, listen_addresses, load_settings
 from streamgate.errors import ConfigError
 from streamgate.log import flush_floods
+from streamgate.server.binding import cannot_listen
 from streamgate.shield.backoff import Backoff
 from streamgate.workers.api import build_routes
 from streamgate.workers.exchange import Exchange
@@ -46,6 +48,7 @@ __all__ = ["Supervisor", "supervise"]
 
 log = logging.getLogger("streamgate.workers")
 
+_EXIT_CONFIG = 2  # what a worker exits with on a configuration error (as the command)
 _YOUNG = 10.0  # a worker that dies sooner than this after its start counts as crashing
 _READY_WAIT = 30.0  # seconds the workers get to join the bus before the start is logged
 
@@ -70,6 +73,8 @@ class Supervisor:
         self.exchange = Exchange(bus_socket(self.run_dir))
         self.children = [_Child(w) for w in range(self.count)]
         self.stopping = False
+        self.failed = False  # a worker could not start: the exit status says so
+        self._stop_event = asyncio.Event()
         self.http: HttpServer | None = None
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -102,6 +107,13 @@ class Supervisor:
             if self.stopping:
                 return
             lived = time.monotonic() - child.started
+            if code == _EXIT_CONFIG and child.restarts == 0 and lived < _YOUNG:
+                # Its first start failed on the configuration (a port in use): every
+                # restart would too. The whole machine stops and says so.
+                log.error("worker %d could not start (see its error above); stopping", child.id)
+                self.failed = True
+                self._stop_event.set()
+                return
             if lived > _YOUNG:
                 child.backoff.reset()
             delay = child.backoff.next_delay()
@@ -127,11 +139,12 @@ class Supervisor:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self._stop_event
         hup = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, hup.set)
+        _check_free(self.settings)
         await self.exchange.start()
         try:
             if self.settings.http.enabled:
@@ -257,8 +270,30 @@ class Supervisor:
         return "\n".join(lines) + "\n"
 
 
+def _check_free(settings: Settings) -> None:
+    """The RTMP addresses must be free before the workers share them: the workers
+    bind with SO_REUSEPORT, which would let a second machine's workers (the same
+    user's) join the first's silently instead of failing."""
+    for host, port in listen_addresses(settings.rtmp.listen):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            raise cannot_listen("[rtmp] listen", host, port, exc) from None
+        finally:
+            probe.close()
+
+
 def supervise(settings: Settings, config_path: str) -> None:
-    """Run a supervisor of ``[rtmp] workers`` workers until SIGTERM/SIGINT."""
+    """Run a supervisor of ``[rtmp] workers`` workers until SIGTERM/SIGINT.
+
+    A worker that cannot start (its listen address is taken) stops the machine
+    with a ConfigError, as one process would."""
     import uvloop
 
-    uvloop.run(Supervisor(settings, config_path).run())
+    supervisor = Supervisor(settings, config_path)
+    uvloop.run(supervisor.run())
+    if supervisor.failed:
+        raise ConfigError("a worker could not start; see its error above")

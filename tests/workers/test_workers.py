@@ -11,6 +11,9 @@ import math
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -452,3 +455,46 @@ def test_an_origin_with_two_workers_serves_every_player_and_holds_one_publisher_
             assert answers == [Status.PUBLISH_BAD_NAME] * 8, answers
     finally:
         assert machine.stop() == 0, machine.logs()
+
+
+def test_a_taken_port_stops_the_machine_with_one_clear_error(tmp_path: Path) -> None:
+    machine = Machine(tmp_path, None, mode="origin")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", machine.rtmp_port))
+    taken.listen()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "streamgate", "run", "-c", str(machine.config)],
+            capture_output=True,
+            timeout=60,
+            text=True,
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 2, result.stderr
+    assert "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_second_machine_on_the_same_port_is_refused_not_merged(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    """The workers share their port (SO_REUSEPORT); a second machine started on it
+    by mistake must fail as one process would, not join the first one's group."""
+    first = Machine(tmp_path, nginx.rtmp_port).start()
+    try:
+        (tmp_path / "second").mkdir()
+        second = Machine(tmp_path / "second", nginx.rtmp_port)
+        text = second.config.read_text().replace(str(second.rtmp_port), str(first.rtmp_port))
+        second.config.write_text(text)
+        result = subprocess.run(
+            [sys.executable, "-m", "streamgate", "run", "-c", str(second.config)],
+            capture_output=True,
+            timeout=60,
+            text=True,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "already in use" in result.stderr
+        assert first.get("/readyz")["ready"] is True
+    finally:
+        assert first.stop() == 0, first.logs()
