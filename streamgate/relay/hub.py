@@ -51,6 +51,7 @@ class Waiter:
     on_missing: Callable[[], None]
     timer: TimerHandle | None = None
     done: bool = False
+    on_refused: Callable[[str, str], None] | None = None  # the play's own refusal callback
 
 
 class StreamHub:
@@ -131,7 +132,7 @@ class StreamHub:
         if self.settings.play_wait <= 0:
             missing()
             return None
-        waiter = Waiter(on_ready, missing)
+        waiter = Waiter(on_ready, missing, on_refused=on_refused)
         key = (app, name)
         self._waiters.setdefault(key, []).append(waiter)
 
@@ -143,6 +144,14 @@ class StreamHub:
 
         waiter.timer = self.clock.call_later(self.settings.play_wait, expire)
         return waiter
+
+    def take_waiters(self, app: str, name: str) -> list[Waiter]:
+        """The players waiting for ``app``/``name``, no longer waiting here (their
+        timers stopped): a worker hands them to the worker that got the publisher."""
+        waiters = self._waiters.pop((app, name), [])
+        for waiter in waiters:
+            self._settle(waiter)
+        return waiters
 
     def cancel_play(self, app: str, name: str, waiter: Waiter) -> None:
         self._forget((app, name), waiter)

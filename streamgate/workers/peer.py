@@ -102,6 +102,7 @@ class MachinePeer:
         # what to do when the machine already had a publisher for ours.
         self.holders: dict[tuple[str, str], int] = {}
         self.on_busy: Callable[[str, str], None] | None = None
+        self.on_held: Callable[[str, str, int], None] | None = None
         self._publishing: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ lifecycle
@@ -277,6 +278,8 @@ class MachinePeer:
                 self.holders.pop((app, name), None)
             else:
                 self.holders[(app, name)] = wid
+                if self.on_held is not None:
+                    self.on_held(app, name, wid)
         elif kind == "busy":
             app, name = message.get("app"), message.get("name")
             if isinstance(app, str) and isinstance(name, str) and self.on_busy is not None:

@@ -26,6 +26,7 @@ from streamgate.edge.hub import EdgeHub, EdgeTiming
 from streamgate.edge.origins import Origin, OriginPool
 from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts
 from streamgate.relay.clock import Clock
+from streamgate.relay.hub import StreamHub
 from streamgate.relay.source import PlaySource
 from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.connection import ConnectionLimits
@@ -142,6 +143,16 @@ class WorkerRouter:
         relay = self.relays[owner]
         handle = relay.request_play(app, name, "", on_ready, on_refused)
         return None if handle is None else (relay, handle)
+
+    def held_elsewhere(self, app: str, name: str, owner: int) -> None:
+        """Origin mode: ``owner`` got the publisher of a name players wait for here;
+        they are played from its relay now (their waits restart there, bounded)."""
+        own = self.own
+        if owner == self.worker or owner not in self.relays or not isinstance(own, StreamHub):
+            return
+        for waiter in own.take_waiters(app, name):
+            if waiter.on_refused is not None:
+                self.relays[owner].request_play(app, name, "", waiter.on_ready, waiter.on_refused)
 
     def cancel_play(self, app: str, name: str, handle: Any) -> None:
         source, inner = handle

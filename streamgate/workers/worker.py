@@ -119,6 +119,7 @@ class WorkerRole:
                 self.router.holders = self.peer.holders
                 ctx.hub.on_change = self.peer.published
                 self.peer.on_busy = functools.partial(_publish_clash, ctx)
+                self.peer.on_held = self.router.held_elsewhere
 
     def configure(self, ctx: ServerContext) -> None:
         """The machine's budget per origin, from the (re)loaded settings."""

@@ -498,3 +498,32 @@ def test_a_second_machine_on_the_same_port_is_refused_not_merged(
         assert first.get("/readyz")["ready"] is True
     finally:
         assert first.stop() == 0, first.logs()
+
+
+def test_players_waiting_for_a_publisher_get_it_whatever_worker_it_lands_on(
+    tmp_path: Path,
+) -> None:
+    """On-demand publishing (play_wait): players wait on both workers, then the
+    publisher lands on one; the others' waiting players are handed to its relay."""
+    machine = Machine(tmp_path, None, mode="origin", origin={"play_wait": 15.0}).start()
+    try:
+
+        async def scenario() -> list[PlayerRun]:
+            audience = Audience([(machine.url("later"), SOURCES[i % 8]) for i in range(20)])
+
+            def waiting_on_both() -> bool:
+                clients = machine.get("/api/v1/clients")["clients"]
+                return {c["worker"] for c in clients if c["waiting"]} == {0, 1}
+
+            deadline = time.monotonic() + 20
+            while not await asyncio.to_thread(waiting_on_both):
+                assert time.monotonic() < deadline, "players not waiting on both workers"
+                await asyncio.sleep(0.1)
+            with publisher(machine.url("later")):
+                await audience.playing(timeout=15)
+                return await audience.end()
+
+        runs = asyncio.run(scenario())
+        assert all(r.media >= 3 and Status.PLAY_STREAM_NOT_FOUND not in r.statuses for r in runs)
+    finally:
+        assert machine.stop() == 0, machine.logs()
