@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streamgate.cluster.entries import BanEntry, Event, MissEntry
+from streamgate.cluster.entries import BanEntry, Event, FailureEntry, MissEntry
 from streamgate.shield.bans import Ban, MemoryBanStore
 from streamgate.shield.negcache import NegativeCache
 
@@ -38,6 +38,8 @@ def apply_event(
         ):
             return "miss"
         return None
-    record = bans.record_failure if event.kind == "failure" else bans.record_missing
-    record(event.ip, event.detail, now, remote=True)
-    return "failure"
+    if isinstance(event, FailureEntry):
+        record = bans.record_failure if event.kind == "failure" else bans.record_missing
+        record(event.ip, event.detail, now, remote=True)
+        return "failure"
+    return None  # a kind this replication does not carry

@@ -97,6 +97,8 @@ class Exchange:
             log.warning("a worker's bus link ended: %s", exc)
         except asyncio.CancelledError:
             pass
+        except Exception:  # that link ends, never the supervisor
+            log.exception("a worker's bus link failed")
         finally:
             if worker is not None and self.workers.get(worker.id) is worker:
                 self._gone(worker)

@@ -142,7 +142,11 @@ class MachinePeer:
                 continue
             try:
                 await self._session(reader, writer)
-            except (ConnectionError, ValueError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the link is lost, never the worker
+                if not isinstance(exc, ConnectionError | ValueError):
+                    log.exception("worker %d: bus link failed", self.worker)
                 log.warning("worker %d: bus link to the supervisor lost: %s", self.worker, exc)
             finally:
                 self._down()
