@@ -160,15 +160,20 @@ class RtmpClient:
         self.driver.transport = transport
 
     @classmethod
-    async def open(cls, url: str | RtmpUrl, timeout: float = 5.0) -> RtmpClient:
-        """TCP connect, handshake and ``connect``; raises UpstreamError on refusal."""
+    async def open(
+        cls, url: str | RtmpUrl, timeout: float = 5.0, *, local_addr: tuple[str, int] | None = None
+    ) -> RtmpClient:
+        """TCP connect (from ``local_addr`` when given), handshake and ``connect``;
+        raises UpstreamError on refusal."""
         parsed = parse_rtmp_url(url) if isinstance(url, str) else url
         client = cls(parsed)
         loop = asyncio.get_running_loop()
         where = f"{parsed.host}:{parsed.port}"
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: _Protocol(client), parsed.host, parsed.port)
+                await loop.create_connection(
+                    lambda: _Protocol(client), parsed.host, parsed.port, local_addr=local_addr
+                )
         except TimeoutError:
             raise UpstreamError(f"{where}: TCP connect timed out after {timeout:g} s") from None
         except OSError as exc:

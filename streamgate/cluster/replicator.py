@@ -36,6 +36,7 @@ from streamgate.cluster.entries import (
     BanEntry,
     Event,
     FailureEntry,
+    LiveEntry,
     Malformed,
     MissEntry,
     NodeEntry,
@@ -125,6 +126,8 @@ class Replicator:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._logged: dict[str, float] = {}
+        # Hears every verdict on a name from another node: (key, missing).
+        self.on_verdict: Callable[[tuple[str, str], bool], None] | None = None
 
     # ------------------------------------------------------------ time
 
@@ -152,6 +155,10 @@ class Replicator:
             app, name = key
             if isinstance(app, str) and isinstance(name, str):
                 self._push(MissEntry(app, name, self.to_wall(expires), reason[:256]))
+
+    def found(self, app: str, name: str) -> None:
+        """This node's origin plays ``app``/``name`` (published only, never stored)."""
+        self._push(LiveEntry(app, name))
 
     def _push(self, event: Event) -> None:
         if not self._live:
@@ -394,10 +401,20 @@ class Replicator:
             if self.bans.merge(ban, self.to_local(event.changed), now):
                 self.counters["received:lift" if not event.until else "received:ban"] += 1
         elif isinstance(event, MissEntry):
+            key = (event.app, event.name)
             if self.negative is not None and self.negative.learn(
-                (event.app, event.name), self.to_local(event.expires), event.reason, now
+                key, self.to_local(event.expires), event.reason, now
             ):
                 self.counters["received:miss"] += 1
+            if self.on_verdict is not None:
+                self.on_verdict(key, True)
+        elif isinstance(event, LiveEntry):
+            key = (event.app, event.name)
+            if self.negative is not None:
+                self.negative.discard(key)  # the origin has it now: no longer missing
+            self.counters["received:live"] += 1
+            if self.on_verdict is not None:
+                self.on_verdict(key, False)
         else:
             record = (
                 self.bans.record_failure if event.kind == "failure" else self.bans.record_missing
