@@ -56,13 +56,20 @@ class ClusterNode:
             )
             edge.name_gate = self.probes
         if self.options.fleet_rate > 0:
-            self.budget = FleetBudget(self.options, self.available)
+            self.budget = FleetBudget(
+                self.options,
+                self.available,
+                nodes=lambda: len(self.replicator.nodes),
+                now=self.clock.now,
+            )
             edge.connector = BudgetedConnector(edge.connector, self.budget)
         if edge.directory is not None:
             edge.directory.share = self.directory
 
     def start(self) -> None:
         self.replicator.start()
+        if self.budget is not None:
+            self.budget.start()
 
     # Shutdown never waits on Redis longer than this (a slow or stopped server).
     CLOSE_BOUND = 5.0
