@@ -84,9 +84,7 @@ class FleetProbes:
         self.counters: Counter[str] = Counter()
         self.last_error = ""
         self._client: Redis | None = None
-        self._waiting: defaultdict[tuple[str, str], list[asyncio.Future[bool]]] = defaultdict(
-            list
-        )
+        self._waiting: defaultdict[tuple[str, str], list[asyncio.Future[bool]]] = defaultdict(list)
         replicator.on_verdict = self.verdict
 
     def _redis(self) -> Redis:

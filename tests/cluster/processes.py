@@ -123,9 +123,7 @@ class EdgeProcess:
     # ------------------------------------------------------------ the HTTP API
 
     def request(self, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}{path}", method=method
-        )
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
         try:
             with self._opener.open(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
