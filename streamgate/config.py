@@ -279,7 +279,8 @@ class EdgeSettings(_Section):
             "New upstream connects per second per origin for the whole fleet ([cluster] "
             "edges sharing one Redis), on top of max_connects_per_second; 0: off. Checked "
             "with an atomic Redis script, waiting at most [cluster] budget_wait; when Redis "
-            "does not answer in time the local limit alone applies."
+            "does not answer in time the local limit and this edge's share of the fleet "
+            "rate apply (refused if the budget was found spent a moment ago)."
         ),
     )
     connect_timeout: float = Field(3.0, gt=0, description="TCP connect timeout toward an origin.")

@@ -24,6 +24,7 @@ __all__ = [
     "BanEntry",
     "Event",
     "FailureEntry",
+    "LiveEntry",
     "Malformed",
     "MissEntry",
     "NodeEntry",
@@ -111,6 +112,17 @@ class FailureEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveEntry:
+    """A name another node's origin is playing: what it asked the fleet to wait for."""
+
+    app: str
+    name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": "live", "app": self.app, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
 class NodeEntry:
     """A node's heartbeat."""
 
@@ -119,7 +131,7 @@ class NodeEntry:
     seen: float
 
 
-Event = BanEntry | MissEntry | FailureEntry
+Event = BanEntry | MissEntry | FailureEntry | LiveEntry
 
 
 def _load(raw: object, what: str, limit: int) -> dict[str, Any]:
@@ -194,10 +206,19 @@ def _failure(d: dict[str, Any], now: float) -> FailureEntry:
     return FailureEntry(_ip(d, "failure"), kind, _text(d, "detail", "failure"))
 
 
+def _live(d: dict[str, Any], now: float) -> LiveEntry:
+    app = _text(d, "app", "live", _MAX_NAME)
+    name = _text(d, "name", "live", _MAX_NAME)
+    if not app or not name:
+        raise Malformed("live", "empty app or name")
+    return LiveEntry(app, name)
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], float], Event]] = {
     "ban": _ban,
     "miss": _miss,
     "fail": _failure,
+    "live": _live,
 }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamgate.cluster.budget import FleetBudget
 from streamgate.cluster.directory import FleetDirectory
+from streamgate.cluster.probes import FleetProbes
 from streamgate.cluster.replicator import Replicator
 from streamgate.cluster.settings import ClusterOptions
 from streamgate.edge.budgeted import BudgetedConnector
@@ -36,6 +37,7 @@ class ClusterNode:
         bans.clock = clock.now  # lifts are dated on the loop's clock, as bans are
         self.replicator = Replicator(options, bans, None, clock.now)
         self.budget: FleetBudget | None = None
+        self.probes: FleetProbes | None = None
         self.directory = FleetDirectory(options, self.available)
 
     def available(self) -> bool:
@@ -44,14 +46,30 @@ class ClusterNode:
     def attach_edge(self, edge: EdgeHub) -> None:
         """Share the edge's negative cache, budget its connects and its directory."""
         self.replicator.attach_negative(edge.negative)
+        if edge.settings.missing_ttl > 0:
+            self.probes = FleetProbes(
+                self.options,
+                self.replicator,
+                edge.negative,
+                edge.settings.start_timeout,
+                self.available,
+            )
+            edge.name_gate = self.probes
         if self.options.fleet_rate > 0:
-            self.budget = FleetBudget(self.options, self.available)
+            self.budget = FleetBudget(
+                self.options,
+                self.available,
+                nodes=lambda: len(self.replicator.nodes),
+                now=self.clock.now,
+            )
             edge.connector = BudgetedConnector(edge.connector, self.budget)
         if edge.directory is not None:
             edge.directory.share = self.directory
 
     def start(self) -> None:
         self.replicator.start()
+        if self.budget is not None:
+            self.budget.start()
 
     # Shutdown never waits on Redis longer than this (a slow or stopped server).
     CLOSE_BOUND = 5.0
@@ -62,6 +80,8 @@ class ClusterNode:
                 await self.replicator.close()
                 if self.budget is not None:
                     await self.budget.close()
+                if self.probes is not None:
+                    await self.probes.close()
                 await self.directory.close()
         except TimeoutError:
             log.warning("cluster: closing took over %g s; left unfinished", self.CLOSE_BOUND)
@@ -100,6 +120,11 @@ class ClusterNode:
                 **dict(self.directory.counters),
             },
         }
+        if self.probes is not None:
+            view["asks"] = {
+                "last_error": self.probes.last_error or None,
+                **dict(self.probes.counters),
+            }
         if self.budget is not None:
             view["fleet_connect_budget"] = {
                 "per_second": self.options.fleet_rate,

@@ -36,6 +36,7 @@ from streamgate.cluster.entries import (
     BanEntry,
     Event,
     FailureEntry,
+    LiveEntry,
     Malformed,
     MissEntry,
     NodeEntry,
@@ -126,6 +127,8 @@ class Replicator:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._logged: dict[str, float] = {}
+        # Hears every verdict on a name from another node: (key, missing).
+        self.on_verdict: Callable[[tuple[str, str], bool], None] | None = None
 
     # ------------------------------------------------------------ time
 
@@ -153,6 +156,10 @@ class Replicator:
             app, name = key
             if isinstance(app, str) and isinstance(name, str):
                 self._push(MissEntry(app, name, self.to_wall(expires), reason[:256]))
+
+    def found(self, app: str, name: str) -> None:
+        """This node's origin plays ``app``/``name`` (published only, never stored)."""
+        self._push(LiveEntry(app, name))
 
     def _push(self, event: Event) -> None:
         if not self._live:
@@ -389,9 +396,19 @@ class Replicator:
                 self._apply(event, now)
 
     def _apply(self, event: Event, now: float) -> None:
+        if isinstance(event, LiveEntry):
+            key = (event.app, event.name)
+            if self.negative is not None:
+                self.negative.discard(key)  # the origin has it now: no longer missing
+            self.counters["received:live"] += 1
+            if self.on_verdict is not None:
+                self.on_verdict(key, False)
+            return
         kind = apply_event(event, self.bans, self.negative, self.to_local, now)
         if kind is not None:
             self.counters[f"received:{kind}"] += 1
+        if isinstance(event, MissEntry) and self.on_verdict is not None:
+            self.on_verdict((event.app, event.name), True)
 
     async def _scan(self, client: Redis, pattern: str) -> list[tuple[str, bytes | str]]:
         """(key, value) of the keys matching ``pattern``; wrong types and oversized

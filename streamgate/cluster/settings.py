@@ -57,6 +57,10 @@ class Keys:
         # app may hold a "/", so the pair is length-prefixed, not joined.
         return f"{self.prefix}miss:{len(app)}:{app}/{name}"
 
+    def probe(self, app: str, name: str) -> str:
+        """The claim of the node asking the origin for a name now."""
+        return f"{self.prefix}probe:{len(app)}:{app}/{name}"
+
     @property
     def miss_pattern(self) -> str:
         return f"{self.prefix}miss:*"

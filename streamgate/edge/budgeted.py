@@ -12,18 +12,23 @@ answers within its own small bound:
   hears the pool's refusals (no verdict on the origin);
 * no answer (the store slow or down): the local limits alone decide and the
   link opens. No play fails because a shared budget cannot be reached.
+
+A :class:`NameGate` is asked earlier, per stream name, before any budget:
+the fleet's one asker per name (``streamgate.cluster.probes``) answers
+from another node's verdict instead of connecting, or lets the link open.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from streamgate.edge.ingest import Connector, Link, LinkSink
     from streamgate.edge.origins import Origin
 
-__all__ = ["BudgetRefusal", "BudgetedConnector", "ConnectBudget"]
+__all__ = ["BudgetRefusal", "BudgetedConnector", "ConnectBudget", "NameGate"]
 
 
 class BudgetRefusal:
@@ -42,6 +47,14 @@ class ConnectBudget(Protocol):
 
     def done(self, origin: str) -> None:
         """A granted link to ``origin`` closed."""
+
+
+class NameGate(Protocol):
+    def open(
+        self, key: tuple[str, str], opener: Callable[[LinkSink], Link], sink: LinkSink
+    ) -> Link:
+        """A link for the stream ``key``: ``opener(sink)`` opens the real one (now or
+        once allowed), or the gate reports to ``sink`` itself (a verdict known)."""
 
 
 class _GatedLink:

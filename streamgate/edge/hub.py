@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from streamgate.edge.budgeted import NameGate
 from streamgate.edge.directory import OriginDirectory
 from streamgate.edge.ingest import Connector, Ingest, IngestState, Link, LinkSink, PlayWaiter
 from streamgate.edge.origins import Origin, OriginPool
@@ -67,6 +68,8 @@ class EdgeHub:
         # the edge: once per link, never once per player.
         self.upstream_signer: Callable[[str, str], str] | None = None
         self.negative = NegativeCache(settings.missing_ttl)
+        # Asked before an upstream connect for a name (the fleet's one asker per name).
+        self.name_gate: NameGate | None = None
         # The origins' own stream listings, when configured ([edge] directory).
         self.directory: OriginDirectory | None = None
         self.ingests: dict[tuple[str, str], Ingest] = {}
@@ -122,11 +125,20 @@ class EdgeHub:
 
     def open_link(self, origin: Origin, app: str, name: str, sink: LinkSink) -> Link:
         """Open a link to ``origin`` to play ``app``/``name`` (signed, when the edge signs)."""
-        return self.connector.open(origin, app, self.upstream_target(app, name), sink)
+        target = self.upstream_target(app, name)
+        if self.name_gate is None:
+            return self.connector.open(origin, app, target, sink)
+        return self.name_gate.open(
+            (app, name), lambda gated: self.connector.open(origin, app, target, gated), sink
+        )
 
     def remember_missing(self, key: tuple[str, str], description: str) -> None:
-        """Refuse plays of ``key`` from the negative cache for ``missing_ttl``."""
-        self.negative.add(key, self.clock.now(), description)
+        """Refuse plays of ``key`` from the negative cache for ``missing_ttl``; an
+        entry already in force (the fleet's verdict, learned meanwhile) is kept as
+        it is, so the fleet's miss expires when it was found, not later."""
+        now = self.clock.now()
+        if self.negative.holds(key, now) is None:
+            self.negative.add(key, now, description)
 
     def upstream_target(self, app: str, name: str) -> str:
         """The stream name to play upstream, signed when the edge signs its plays."""

@@ -63,6 +63,11 @@ class NegativeCache:
         self.hits += 1
         return entry[1]
 
+    def holds(self, key: Hashable, now: float) -> str | None:
+        """What :meth:`get` answers, without counting a hit or dropping anything."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and now < entry[0] else None
+
     def items(self, now: float) -> Iterator[tuple[Hashable, float, str]]:
         """(key, expires, reason) of the entries still in force, oldest first."""
         for key, (expires, reason) in list(self._entries.items()):

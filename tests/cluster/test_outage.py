@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from streamgate.api.views import cluster_view
 from streamgate.rtmp.messages import Status
 from tests.cluster.harness import ClusterEdge, accepts_from
+from tests.cluster.processes import ConnectCounter
 from tests.cluster.redisd import RedisServer
 from tests.cluster.test_fleet import ATTACKER, ban_on, flood, origin_plays, start_edges, stop_all
 from tests.peers import wait_until
@@ -169,77 +169,12 @@ def test_garbage_in_the_keys_is_counted_and_ignored(tmp_path: Path, origin: Serv
             stop_all(edges)
 
 
-class ConnectCounter:
-    """A TCP relay in front of the origin that stamps every connection it accepts."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.stamps: list[float] = []
-        self.port = 0
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self._serve())
-        finally:
-            self.loop.close()
-
-    async def _serve(self) -> None:
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except OSError:
-                pass
-            finally:
-                writer.close()
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.stamps.append(time.monotonic())
-            try:
-                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-            except OSError:
-                writer.close()
-                return
-            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-
-    def __enter__(self) -> ConnectCounter:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def most_in_one_second(self) -> int:
-        stamps = sorted(self.stamps)
-        return max(
-            (sum(1 for t in stamps[i:] if t < start + 1.0) for i, start in enumerate(stamps)),
-            default=0,
-        )
-
-
 def test_the_fleet_connect_budget_bounds_the_origin(tmp_path: Path, origin: ServerThread) -> None:
     with RedisServer(tmp_path) as redis_server, ConnectCounter(origin.port) as counter:
-        # budget_wait widens the window a little too: on this shared test machine
-        # a granted connect may reach the counting relay up to that much later.
+        # The default budget_wait (50 ms): late answers under the burst are refused
+        # (the window was full a moment ago), never let through.
         edges = start_edges(
-            redis_server.url,
-            counter.port,
-            edge={"fleet_max_connects_per_second": 10},
-            cluster={"budget_wait": 0.5},
+            redis_server.url, counter.port, edge={"fleet_max_connects_per_second": 10}
         )
         try:
 
@@ -256,8 +191,8 @@ def test_the_fleet_connect_budget_bounds_the_origin(tmp_path: Path, origin: Serv
             assert refused, [view(e)["fleet_connect_budget"] for e in edges]  # the budget said no
             assert counter.stamps  # and some connects went through
             budgets = [view(e)["fleet_connect_budget"] for e in edges]
-            assert not any(b.get("fallback") for b in budgets), budgets  # type: ignore[attr-defined]
-            assert sum(b.get("granted", 0) for b in budgets) == len(counter.stamps)  # type: ignore[attr-defined]
+            opened = sum(b.get("granted", 0) + b.get("fallback", 0) for b in budgets)  # type: ignore[attr-defined]
+            assert opened == len(counter.stamps), budgets
             assert counter.most_in_one_second() <= 10, sorted(counter.stamps)
         finally:
             stop_all(edges)
