@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["fanout", "capacity", "cold", "flood", "churn", "workers"],
+        choices=["fanout", "capacity", "cold", "flood", "churn", "workers", "fleet"],
         help="run only these scenarios",
     )
     parser.add_argument("--counts", type=int, nargs="+", help="fan-out player counts")
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         ("capacity", lambda: scenarios.capacity(bench, [*sg350, *nginx], CAPACITY_STEPS), 60),
         # A named group (--only workers): 1 and 2 worker processes, same stream and counts.
         ("workers", lambda: scenarios.fanout(bench, [*sg50, *sg50w2]), 0),
+        # A named group (--only fleet): 4 edges, with and without one Redis.
+        ("fleet", lambda: scenarios.fleet(bench), 0),
     ]
     failed = False
     for name, run, needs in plan:

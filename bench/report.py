@@ -82,6 +82,15 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         links = sorted({r.get("origin_links") for r in results["workers"]} - {None})
         add("workers: origin links for one stream", "1", ", ".join(map(str, links)), links == [1])
+    for row in results.get("fleet", []):
+        if row["fleet"] == "with [cluster]":
+            add(
+                f"fleet of {row['edges']}: origin connects within one edge's bound",
+                f"<= {row['one_edge_bound']}",
+                f"{row['origin_connects']} (accept queue high {row['accept_queue_high']}"
+                f"/{row['accept_queue_limit']})",
+                row["within_one_edge_bound"] and not row["accept_queue_full_samples"],
+            )
     caps = {c["kind"] + str(c.get("merge_ms")): c for c in results.get("capacity", [])}
     sg, ng = caps.get("streamgate350"), caps.get("nginx-rtmpNone")
     if sg:
@@ -225,6 +234,21 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {r['edge']} | {r['players']:,} | {_fmt(r['cores'])} | "
                 f"{_fmt(r['delivered_gbit'])} | {_fmt(r['cpu_s_per_gbit'])} | "
                 f"{r.get('origin_links')} | {_fmt(r['bitrate']['min_ratio'], 3)} |"
+            )
+        out.append("")
+    if results.get("fleet"):
+        out += [
+            "## Fleet: missing names flooded at every edge",
+            "",
+            "| fleet | edges | names | plays | origin connects | one edge's bound "
+            "| accept queue high | overflows |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in results["fleet"]:
+            out.append(
+                f"| {r['fleet']} | {r['edges']} | {r['names']:,} | {r['attempts']:,} | "
+                f"{r['origin_connects']:,} | {r['one_edge_bound']:,} | "
+                f"{r['accept_queue_high']}/{r['accept_queue_limit']} | {r['listen_overflows']} |"
             )
         out.append("")
     if results.get("capacity"):

@@ -9,6 +9,7 @@ snapshots, so "CPU per delivered Gbit" divides two numbers from one window.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ from streamgate.loadtest.engine import (
 from streamgate.loadtest.player import PlayerOptions, State
 from streamgate.loadtest.stats import FULL_RATE, describe
 
-__all__ = ["Bench", "Variant", "capacity", "churn", "cold_start", "fanout", "flood"]
+__all__ = ["Bench", "Variant", "capacity", "churn", "cold_start", "fanout", "fleet", "flood"]
 
 SERVER_CPU = 0  # capacity: the edge alone on this core
 CLIENT_CPU = 1  # ... and everything else on this one
@@ -759,3 +760,88 @@ def _churn_edge(
         f"{row.get('object_growth', '-')}"
     )
     return row
+
+
+# ---------------------------------------------------------------------------- 6. fleet
+
+
+def fleet(
+    bench: Bench,
+    edges: int = 4,
+    names: int = 1000,
+    seconds: float = 30.0,
+    reconnect_delay: float = 0.5,
+) -> list[dict[str, Any]]:
+    """The seed incident at fleet scale: ``edges`` streamgate edges in front of one
+    origin, the same ``names`` missing names played at every edge and re-opened
+    when dropped; origin connects and its accept queue, without and with [cluster]
+    (one redis-server; the fleet's connect budget set to one edge's rate)."""
+    from tests.cluster.redisd import RedisServer  # the tests' throw-away redis-server
+
+    rate = EdgeSettings().max_connects_per_second
+    rows = []
+    for shared in (False, True):
+        label = "with [cluster]" if shared else "without [cluster]"
+        with (
+            Procs(bench.workdir / f"fleet-{int(shared)}") as procs,
+            contextlib.ExitStack() as stack,
+        ):
+            origin = start_origin(procs, bench)
+            redis = stack.enter_context(RedisServer(procs.workdir / "redis")) if shared else None
+            servers = [
+                procs.streamgate(
+                    f"edge{i}",
+                    mode="edge",
+                    origin_port=origin.port,
+                    log_level="warning",
+                    edge={"fleet_max_connects_per_second": rate} if shared else {},
+                    cluster={"redis_url": redis.url, "node_id": f"edge{i}"} if redis else None,
+                )
+                for i in range(edges)
+            ]
+            time.sleep(1.0)  # the nodes' first heartbeat and full read
+            with LoadGenerator(bench.options(start_timeout=10.0), workers=bench.workers) as gen:
+                accepted0 = origin.stats()["sessions_total"]
+                overflows0 = listen_overflows()
+                with AcceptQueue(origin.port) as queue:
+                    begin = time.monotonic() + 0.2
+                    end = begin + seconds
+                    urls = [s.url(f"missing{i}") for s in servers for i in range(names)]
+                    gen.add(
+                        urls,
+                        float(len(urls)),
+                        start_at=begin,
+                        reconnect=True,
+                        reconnect_delay=reconnect_delay,
+                        until=end,
+                    )
+                    sleep_until(end)
+                    records = gen.stop()
+                accepted1 = origin.stats()["sessions_total"]
+            for server in servers:
+                procs.stop(server)
+        e = EdgeSettings()
+        one_edge = min(
+            math.ceil(e.max_connects_per_second * (seconds + 1)),
+            names * math.ceil(seconds / e.missing_ttl),
+        )
+        row = {
+            "fleet": label,
+            "edges": edges,
+            "names": names,
+            "seconds": seconds,
+            "attempts": len(records),
+            "origin_connects": accepted1 - accepted0,
+            "one_edge_bound": one_edge,
+            "within_one_edge_bound": accepted1 - accepted0 <= one_edge,
+            "accept_queue_high": queue.high,
+            "accept_queue_limit": queue.limit,
+            "accept_queue_full_samples": queue.full_samples,
+            "listen_overflows": listen_overflows() - overflows0,
+        }
+        bench.log(
+            f"  {edges} edges {label}: {row['attempts']} plays, {row['origin_connects']} origin "
+            f"connects (one edge's bound {one_edge}), accept queue high {queue.high}/{queue.limit}"
+        )
+        rows.append(row)
+    return rows

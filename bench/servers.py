@@ -284,6 +284,7 @@ class Procs:
         log_level: str = "info",
         cpus: Iterable[int] | None = None,
         http: bool = False,
+        cluster: dict[str, Any] | None = None,
     ) -> Server:
         """A streamgate server (origin or edge) on a free port, via bench/sgserver.py;
         ``http``: with its HTTP API on another free port (``Server.http_port``)."""
@@ -312,6 +313,8 @@ class Procs:
             assert origin_port is not None
             lines += ["[edge]", f'origins = ["rtmp://127.0.0.1:{origin_port}"]']
             lines += [f"{k} = {json.dumps(v)}" for k, v in (edge or {}).items()]
+        if cluster:
+            lines += ["[cluster]", *(f"{k} = {json.dumps(v)}" for k, v in cluster.items())]
         conf = wd / "streamgate.toml"
         conf.write_text("\n".join(lines) + "\n")
         stats = wd / "stats.json"

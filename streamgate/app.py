@@ -110,6 +110,7 @@ async def serve(
     ctx.config_path = config_path
     if worker is not None:
         worker.attach(ctx)
+        await worker.join(ctx)  # the machine's bans before the first player
     server = RtmpServer(ctx, reuse_port=worker is not None)
     await server.start()
     if ctx.cluster is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -97,6 +98,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streamgate.workers.worker import WorkerRole, die_with_parent
 
     die_with_parent()
+    # A SIGHUP before serve() listens for it must not kill a starting worker (the
+    # supervisor sends every worker a reload); serve() installs its own handler.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     setup_logging(settings.log.level, settings.log.format, worker=args.id)
     try:
         run(settings, args.config, WorkerRole(args.id, args.count, args.run_dir))

@@ -234,7 +234,9 @@ class HttpServer:
         (a health probe) gets in and is served.
         """
         limits = conn.limits
-        if self._per_ip[conn.peer] >= limits.max_connections_per_ip:
+        # A unix-socket peer (no address: a worker's API, asked by its supervisor)
+        # is one local process, not an address to cap.
+        if conn.peer and self._per_ip[conn.peer] >= limits.max_connections_per_ip:
             self.counters["rejected_busy"] += 1
             self.counters["rejected_per_ip"] += 1
             return _BUSY_IP
@@ -327,6 +329,9 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         self.server.forget(self)
         self._cancel_timer()
+        if self._answering is not None:  # nobody to answer any more
+            self._answering.cancel()
+            self._answering = None
 
     def pause_writing(self) -> None:
         # A client that does not read its responses stops being read from.
@@ -344,7 +349,12 @@ class HttpConnection(asyncio.Protocol):
 
     def _process(self) -> None:
         conn = self.h11
-        while not self.closed and not self._write_paused and not self._yielding:
+        while (
+            not self.closed
+            and not self._write_paused
+            and not self._yielding
+            and self._answering is None  # one answer at a time, in order
+        ):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:

@@ -48,6 +48,9 @@ class Machine(Protocol):
 
     def workers_view(self) -> dict[str, Any]: ...
 
+    def reread(self) -> str | None:
+        """Re-read the configuration file for the supervisor itself; the error, if any."""
+
     def own_metrics(self) -> str: ...
 
 
@@ -223,6 +226,14 @@ def build_routes(sup: Machine) -> list[Route]:
         view = {"ready": ready, "workers": sup.count, "missing_workers": missing}
         return json_response(200 if ready else 503, view)
 
+    async def reload(request: Request, args: PathArgs) -> Response:
+        """The supervisor checks the file and takes its own settings (the API's token
+        and limits), then every worker reloads."""
+        error = sup.reread()
+        if error is not None:
+            return error_response(422, f"configuration not reloaded: {error}")
+        return await on_every(request, args)
+
     def healthz(request: Request, args: PathArgs) -> Response:
         return json_response(200, {"status": "ok", "mode": sup.settings.mode, "workers": sup.count})
 
@@ -244,5 +255,5 @@ def build_routes(sup: Machine) -> list[Route]:
         Route((*v1, "bans"), {"GET": listing("ip"), "DELETE": on_every}),
         Route((*v1, "bans", "*"), {"GET": first_found, "DELETE": on_every}),
         Route((*v1, "cluster"), {"GET": listing()}),
-        Route((*v1, "reload"), {"POST": on_every}),
+        Route((*v1, "reload"), {"POST": reload}),
     ]

@@ -17,26 +17,43 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from streamgate.shield.window import RateWindow
-from streamgate.workers.wire import MAX_LINE, BusError, counts, decode, encode
+from streamgate.workers.wire import (
+    MAX_LINE,
+    Backlog,
+    BusError,
+    batches,
+    counts,
+    decode,
+    encode,
+)
 
 __all__ = ["Exchange"]
 
 log = logging.getLogger("streamgate.workers")
 
 _MAX_KEPT = 200_000  # bans and misses kept for replay, at most (oldest dropped)
-_REPLAY_BATCH = 1000  # events per replayed message
-MAX_BACKLOG = 16 << 20  # bytes queued to one worker before its link is cut
+
+
+def _expired(event: dict[str, Any], wall: float) -> bool:
+    """A kept miss past its expiry, or a ban past its end (lifts are kept)."""
+    if event.get("k") == "miss":
+        expires = event.get("expires")
+        return isinstance(expires, int | float) and expires < wall
+    until = event.get("until")
+    return isinstance(until, int | float) and 0 < until < wall
 
 
 class _Worker:
-    __slots__ = ("conns", "id", "links", "total", "writer")
+    __slots__ = ("backlog", "conns", "id", "links", "total", "writer")
 
     def __init__(self, wid: int, writer: asyncio.StreamWriter) -> None:
         self.id = wid
         self.writer = writer
+        self.backlog = Backlog()
         self.conns: dict[str, int] = {}
         self.total = 0
         self.links: Counter[str] = Counter()  # open upstream links per origin
@@ -45,9 +62,18 @@ class _Worker:
 class Exchange:
     """Relays the workers' changes and answers the machine's connect budget."""
 
-    def __init__(self, path: str, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Any = time.monotonic,
+        limits: Callable[[], tuple[float, int]] | None = None,
+    ) -> None:
         self.path = path
         self.clock = clock
+        # (connects per second, links) per origin for the machine: the supervisor's
+        # settings, so workers that read different versions of the file cannot
+        # reset each other's window. None: what each take says (tests).
+        self.limits = limits
         self.workers: dict[int, _Worker] = {}
         self.kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.rates: dict[str, RateWindow] = {}
@@ -86,7 +112,7 @@ class Exchange:
             if old is not None:
                 self._gone(old)
             worker = self.workers[wid] = _Worker(wid, writer)
-            self._replay(worker)
+            await self._replay(worker)
             while line := await reader.readline():
                 try:
                     self._handle(worker, decode(line))
@@ -113,18 +139,25 @@ class Exchange:
             del self.holders[key]
             self._send_others(worker.id, {"t": "held", "app": key[0], "name": key[1], "w": -1})
 
-    def _replay(self, worker: _Worker) -> None:
-        """A worker (re)joined: what the machine knows, before anything new."""
+    async def _replay(self, worker: _Worker) -> None:
+        """A worker (re)joined: what the machine knows, before anything new, then
+        ``ready``. Paced by the worker's reading (never cut as a slow reader), with
+        the expired entries dropped first."""
+        wall = time.time()
+        for key in [k for k, e in self.kept.items() if _expired(e, wall)]:
+            del self.kept[key]
         events = list(self.kept.values())
-        for i in range(0, len(events), _REPLAY_BATCH):
-            self._send(worker, {"t": "ev", "w": -1, "events": events[i : i + _REPLAY_BATCH]})
+        for batch in batches(events):
+            worker.writer.write(encode({"t": "ev", "w": -1, "events": batch}))
+            await worker.writer.drain()
         for (app, name), holder in self.holders.items():
             self._send(worker, {"t": "held", "app": app, "name": name, "w": holder})
-        for other in self.workers.values():
+        for other in list(self.workers.values()):
             if other is not worker and other.conns:
                 self._send(
                     worker, {"t": "conns", "w": other.id, "total": other.total, "ips": other.conns}
                 )
+        self._send(worker, {"t": "ready"})
 
     def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
         kind = message["t"]
@@ -154,6 +187,9 @@ class Exchange:
             self._send(worker, self._take(worker, message))
         elif kind == "pub":
             self._publish(worker, message)
+        elif kind == "links":  # after a reconnect: the upstream links it still holds
+            held = counts(message.get("links"))
+            worker.links = Counter({origin: n for origin, n in held.items() if n})
         elif kind == "done":
             origin = message.get("origin")
             if isinstance(origin, str) and worker.links[origin] > 0:
@@ -209,13 +245,15 @@ class Exchange:
             and cap > 0
         ):
             raise BusError("take: needs origin, a positive rate and cap")
-        answer: dict[str, Any] = {"t": "grant", "id": ident, "ok": False}
+        if self.limits is not None:
+            rate, cap = self.limits()
+        answer: dict[str, Any] = {"t": "grant", "id": ident, "origin": origin, "ok": False}
         if sum(w.links[origin] for w in self.workers.values()) >= cap:
             self.counters["refused:link_cap"] += 1
             answer["reason"] = "link_cap"
             return answer
         window = self.rates.get(origin)
-        if window is None or window.rate != rate:
+        if window is None or window.rate != rate:  # a reload changed it
             window = self.rates[origin] = RateWindow(float(rate))
         if not window.try_take(self.clock()):
             self.counters["refused:connect_rate"] += 1
@@ -241,7 +279,7 @@ class Exchange:
         writer = worker.writer
         if writer.is_closing():
             return
-        if writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+        if worker.backlog.stalled(writer.transport.get_write_buffer_size(), self.clock()):
             # A worker that stopped reading (stopped, stuck): its link is cut rather
             # than the supervisor's memory; it reconnects and gets the replay.
             self.counters["cut_slow_worker"] += 1

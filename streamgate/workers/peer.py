@@ -42,7 +42,15 @@ from streamgate.edge.budgeted import BudgetRefusal
 from streamgate.shield.admission import AdmissionGuard
 from streamgate.shield.bans import Ban, BanListener, MemoryBanStore
 from streamgate.shield.negcache import NegativeCache
-from streamgate.workers.wire import MAX_LINE, BusError, counts, decode, encode
+from streamgate.workers.wire import (
+    MAX_LINE,
+    Backlog,
+    BusError,
+    batches,
+    counts,
+    decode,
+    encode,
+)
 
 __all__ = ["COUNTS_EVERY", "TAKE_BOUND", "MachinePeer"]
 
@@ -55,7 +63,6 @@ TAKE_BOUND = 0.2
 """Seconds an upstream connect waits for the machine's budget, at most."""
 
 _RETRY = 0.5  # seconds between two attempts to reach the supervisor
-_MAX_BACKLOG = 16 << 20  # bytes queued to the supervisor before the link is cut
 
 _REFUSALS = {
     "connect_rate": BudgetRefusal("machine_connect_rate", "the machine's connect rate reached"),
@@ -104,19 +111,35 @@ class MachinePeer:
         self.on_busy: Callable[[str, str], None] | None = None
         self.on_held: Callable[[str, str, int], None] | None = None
         self._publishing: set[tuple[str, str]] = set()
+        self._links: Counter[str] = Counter()  # granted upstream links still open
+        self._abandoned: set[int] = set()  # takes given up on: a late grant is given back
+        self.replayed = asyncio.Event()  # the machine's state has arrived once
+        self._backlog = Backlog()
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self, negative: NegativeCache | None) -> None:
-        """Listen to the local state and connect (in the background)."""
+        """Connect (in the background) and listen to the local state."""
+        self.connect(negative)
+        self.listen()
+
+    def connect(self, negative: NegativeCache | None) -> None:
+        """Join the bus in the background; ``replayed`` is set once the machine's
+        bans and misses are applied here (the worker waits for it, bounded, before
+        it accepts players)."""
         self.negative = negative
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def listen(self) -> None:
+        """Hear every local change from now on (ahead of the fleet's replicator,
+        which must be listening already if there is one)."""
         self._next = self.bans.listener
         self.bans.listener = self
-        if negative is not None:
-            self._next_miss = negative.on_add
-            negative.on_add = self.missed
+        if self.negative is not None:
+            self._next_miss = self.negative.on_add
+            self.negative.on_add = self.missed
         self.admission.on_change = self.counted
-        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
         if self.bans.listener is self:
@@ -191,6 +214,8 @@ class MachinePeer:
         self._send_counts()
         for app, name in self._publishing:
             self._write({"t": "pub", "app": app, "name": name, "on": True})
+        if self._links:
+            self._write({"t": "links", "links": dict(self._links)})
 
     # ------------------------------------------------------------ local changes
 
@@ -242,8 +267,8 @@ class MachinePeer:
     def _send_events(self) -> None:
         self._flush = None
         events, self._events = self._events, []
-        for i in range(0, len(events), 1000):
-            self._write({"t": "ev", "events": events[i : i + 1000]})
+        for batch in batches(events):
+            self._write({"t": "ev", "events": batch})
 
     def _send_counts(self) -> None:
         self._counts_timer = None
@@ -255,7 +280,7 @@ class MachinePeer:
         writer = self._writer
         if writer is None or writer.is_closing():
             return
-        if writer.transport.get_write_buffer_size() > _MAX_BACKLOG:
+        if self._backlog.stalled(writer.transport.get_write_buffer_size(), time.monotonic()):
             # The supervisor does not read: cut the link (the state goes again on reconnect).
             self.counters["cut_slow_supervisor"] += 1
             writer.transport.abort()
@@ -289,9 +314,16 @@ class MachinePeer:
             if isinstance(app, str) and isinstance(name, str) and self.on_busy is not None:
                 self.on_busy(app, name)
         elif kind == "grant":
-            future = self._waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
+            ident = message.get("id")
+            future = self._waiting.pop(ident, None)  # type: ignore[arg-type]
             if future is not None and not future.done():
                 future.set_result(message)
+            elif ident in self._abandoned:
+                self._abandoned.discard(ident)
+                if message.get("ok") is True and isinstance(message.get("origin"), str):
+                    self._write({"t": "done", "origin": message["origin"]})  # given back
+        elif kind == "ready":
+            self.replayed.set()
         else:
             raise BusError(f"unknown kind {kind[:32]!r}")
 
@@ -360,16 +392,24 @@ class MachinePeer:
         )
         try:
             answer = await asyncio.wait_for(future, TAKE_BOUND)
-        except TimeoutError:
-            self._waiting.pop(ident, None)
+        except BaseException as exc:  # too late, or the link closed while it waited
+            if self._waiting.pop(ident, None) is not None and len(self._abandoned) < 10_000:
+                self._abandoned.add(ident)  # a grant that still comes is given back
+            if not isinstance(exc, TimeoutError):
+                raise
             self.counters["budget_fallback"] += 1
             return None
         if answer.get("ok") is True:
             self.counters["budget_granted"] += 1
+            self._links[origin] += 1
             return True
         reason = str(answer.get("reason"))
         self.counters[f"budget_refused:{reason}"] += 1
         return _REFUSALS.get(reason, _REFUSALS["connect_rate"])
 
     def done(self, origin: str) -> None:
+        if self._links[origin] > 0:
+            self._links[origin] -= 1
+            if not self._links[origin]:
+                del self._links[origin]
         self._write({"t": "done", "origin": origin})

@@ -36,7 +36,7 @@ from streamgate.shield.breaker import CircuitBreaker
 from streamgate.shield.window import RateWindow
 from streamgate.workers.ownership import owner_of
 
-__all__ = ["WorkerRouter", "relay_socket"]
+__all__ = ["WorkerRouter", "relay_socket", "relay_timing"]
 
 _LOCAL_RATE = 10_000.0  # connects per second to a sibling worker: not a limit
 _LOCAL_LINKS = 1_000_000
@@ -45,6 +45,21 @@ _LOCAL_LINKS = 1_000_000
 def relay_socket(run_dir: str, worker: int) -> str:
     """The unix socket worker ``worker`` serves its streams to its siblings on."""
     return os.path.join(run_dir, f"relay-{worker}.sock")
+
+
+def relay_timing(timing: EdgeTiming) -> EdgeTiming:
+    """A relay's timing from the edge's: the owner decides when a stream is missing
+    or idle, and the relay waits a little longer, so the owner's answer (its
+    reason) is what players hear; a restarting owner is retried soon and often."""
+    return EdgeTiming(
+        start_timeout=timing.start_timeout + 1.0,
+        idle_timeout=timing.idle_timeout + 1.0,
+        missing_ttl=0.0,  # the owner's negative cache is the one that counts
+        linger=timing.linger,
+        reconnect_grace=max(timing.reconnect_grace, 5.0),
+        backoff_initial=0.05,
+        backoff_max=1.0,
+    )
 
 
 class WorkerRouter:
@@ -85,17 +100,6 @@ class WorkerRouter:
         limits: ConnectionLimits,
         merge_delay: float,
     ) -> WorkerRouter:
-        # The owner decides when a stream is missing or idle; the relay waits a
-        # little longer, so the owner's answer (its reason) is what players hear.
-        relay_timing = EdgeTiming(
-            start_timeout=timing.start_timeout + 1.0,
-            idle_timeout=timing.idle_timeout + 1.0,
-            missing_ttl=0.0,  # the owner's negative cache is the one that counts
-            linger=timing.linger,
-            reconnect_grace=max(timing.reconnect_grace, 5.0),
-            backoff_initial=0.05,
-            backoff_max=1.0,
-        )
         relays = {}
         for other in range(count):
             if other == worker:
@@ -114,7 +118,9 @@ class WorkerRouter:
                 merge_delay=merge_delay,
                 unix_path=relay_socket(run_dir, other),
             )
-            relays[other] = EdgeHub(clock, fanout, relay_timing, OriginPool([origin]), connector)
+            relays[other] = EdgeHub(
+                clock, fanout, relay_timing(timing), OriginPool([origin]), connector
+            )
         return cls(worker, count, own, relays, negative, clock)
 
     def owner(self, app: str, name: str) -> int:

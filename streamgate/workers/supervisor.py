@@ -70,7 +70,7 @@ class Supervisor:
         self.config_path = config_path
         self.count = settings.rtmp.worker_count
         self.run_dir = tempfile.mkdtemp(prefix="streamgate-")  # mode 0700
-        self.exchange = Exchange(bus_socket(self.run_dir))
+        self.exchange = Exchange(bus_socket(self.run_dir), limits=self._origin_limits)
         self.children = [_Child(w) for w in range(self.count)]
         self.stopping = False
         self.failed = False  # a worker could not start: the exit status says so
@@ -189,15 +189,20 @@ class Supervisor:
             flush=True,
         )
 
-    def reload(self) -> None:
-        """SIGHUP: check the file here, then have every worker reload it."""
+    def reread(self) -> str | None:
+        """Take the configuration file's settings here (not the workers); the error."""
         try:
             self.settings = load_settings(self.config_path)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration:\n%s", exc.description)
-            return
-        log.info("configuration checked; reloading %d workers", self.count)
-        self._signal_all(signal.SIGHUP)
+            return exc.description
+        return None
+
+    def reload(self) -> None:
+        """SIGHUP: check the file here, then have every worker reload it."""
+        if self.reread() is None:
+            log.info("configuration checked; reloading %d workers", self.count)
+            self._signal_all(signal.SIGHUP)
 
     async def _stop(self) -> None:
         self.stopping = True
@@ -220,6 +225,11 @@ class Supervisor:
         flush_floods()
 
     # ------------------------------------------------------------ what the API reads
+
+    def _origin_limits(self) -> tuple[float, int]:
+        """The machine's connect rate and link cap per origin, from the live settings."""
+        edge = self.settings.edge
+        return edge.max_connects_per_second, edge.max_upstreams
 
     def _token(self) -> str | None:
         token = self.settings.http.token

@@ -19,10 +19,31 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["MAX_LINE", "BusError", "counts", "decode", "encode"]
+__all__ = ["MAX_LINE", "Backlog", "BusError", "batches", "counts", "decode", "encode"]
 
 MAX_LINE = 4 << 20
 """Bytes in one message, at most (a full replay is sent in several)."""
+
+
+_BATCH_EVENTS = 1000  # events in one message, at most (the fleet decoder's bound)
+_BATCH_BYTES = 256 * 1024  # encoded bytes of events in one message, about (under 1 MB)
+
+
+def batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``events`` in messages under the fleet decoder's bounds (1 MB, 1000 events)."""
+    out: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for event in events:
+        length = len(encode(event))
+        if current and (size + length > _BATCH_BYTES or len(current) >= _BATCH_EVENTS):
+            out.append(current)
+            current, size = [], 0
+        current.append(event)
+        size += length
+    if current:
+        out.append(current)
+    return out
 
 
 class BusError(ValueError):
@@ -54,3 +75,26 @@ def counts(value: object) -> dict[str, int]:
             raise BusError("conns: bad entry")
         out[ip] = n
     return out
+
+
+class Backlog:
+    """Tells a peer that stopped reading from one that got a burst (a replay).
+
+    A link whose send buffer stays over ``limit`` bytes for ``patience``
+    seconds is stalled (cut it: memory stays bounded); a burst that drains
+    meanwhile is not."""
+
+    __slots__ = ("limit", "patience", "since")
+
+    def __init__(self, limit: int = 16 << 20, patience: float = 5.0) -> None:
+        self.limit = limit
+        self.patience = patience
+        self.since: float | None = None
+
+    def stalled(self, queued: int, now: float) -> bool:
+        if queued <= self.limit:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since > self.patience

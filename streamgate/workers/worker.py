@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -34,9 +35,11 @@ from streamgate.server.gate import TrustedGate
 from streamgate.server.session import RtmpSession
 from streamgate.shield.bans import MemoryBanStore
 from streamgate.workers.peer import MachinePeer
-from streamgate.workers.routing import WorkerRouter, relay_socket
+from streamgate.workers.routing import WorkerRouter, relay_socket, relay_timing
 
 __all__ = ["ID_SPAN", "WorkerRole", "api_socket", "bus_socket", "die_with_parent"]
+
+log = logging.getLogger("streamgate.workers")
 
 ID_SPAN = 10**12
 """Client ids of worker ``w`` are ``w * ID_SPAN + n``."""
@@ -122,7 +125,11 @@ class WorkerRole:
                 self.peer.on_held = self.router.held_elsewhere
 
     def configure(self, ctx: ServerContext) -> None:
-        """The machine's budget per origin, from the (re)loaded settings."""
+        """The relays' timing and the machine's budget, from the (re)loaded settings."""
+        if self.router is not None:
+            timing = relay_timing(_edge_timing(ctx.settings))
+            for relay in self.router.relays.values():
+                relay.settings = timing
         if self.peer is None or ctx.edge is None:
             return
         edge = ctx.settings.edge
@@ -133,8 +140,27 @@ class WorkerRole:
         ):
             ctx.edge.connector = BudgetedConnector(ctx.edge.connector, self.peer)
 
+    # Seconds a starting worker waits for the machine's bans and misses before it
+    # accepts players anyway (the supervisor unreachable: it starts on its own).
+    REPLAY_WAIT = 3.0
+
+    async def join(self, ctx: ServerContext) -> None:
+        """Before accepting anyone: join the bus and take the machine's state."""
+        if self.peer is None:
+            return
+        self.peer.connect(ctx.edge.negative if ctx.edge is not None else None)
+        try:
+            await asyncio.wait_for(self.peer.replayed.wait(), self.REPLAY_WAIT)
+        except TimeoutError:
+            log.warning(
+                "worker %d: no machine state from the supervisor within %g s; "
+                "starting with this worker's own",
+                self.id,
+                self.REPLAY_WAIT,
+            )
+
     async def start(self, ctx: ServerContext) -> None:
-        """Serve the owned streams to the siblings; join the bus."""
+        """Serve the owned streams to the siblings; hear the local changes."""
         path = relay_socket(self.run_dir, self.id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by this worker's previous life
@@ -145,7 +171,7 @@ class WorkerRole:
         except OSError as exc:
             raise cannot_listen("worker relay socket", path, 0, exc) from None
         if self.peer is not None:
-            self.peer.start(ctx.edge.negative if ctx.edge is not None else None)
+            self.peer.listen()
 
     async def close(self) -> None:
         if self.router is not None:

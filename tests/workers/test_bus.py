@@ -18,7 +18,7 @@ from streamgate.shield.bans import BanRules, MemoryBanStore, SafeBans
 from streamgate.shield.negcache import NegativeCache
 from streamgate.workers.exchange import Exchange
 from streamgate.workers.peer import MachinePeer
-from streamgate.workers.wire import BusError, counts, decode
+from streamgate.workers.wire import BusError, batches, counts, decode, encode
 from tests.waiting import await_until
 
 
@@ -222,3 +222,33 @@ def test_counts_take_any_json(value: object) -> None:
 def test_decode_refuses_what_is_not_a_message(junk: bytes) -> None:
     with pytest.raises(BusError):
         decode(junk)
+
+
+def test_a_replay_of_many_entries_reaches_a_late_worker_whole(tmp_path: Path) -> None:
+    """Far more than the 16 MB backlog bound: paced by the worker's reading, not cut."""
+
+    async def main() -> None:
+        exchange, (a,) = await machine(tmp_path, 1)
+        try:
+            now = time.monotonic()
+            long = "n" * 1000  # names up to 1024 characters: batches split by size
+            for i in range(20_000):
+                a.negative.add(("live", f"{long}{i}"), now, "not found")
+            await await_until(lambda: len(exchange.kept) == 20_000, timeout=30, what="kept")
+            late = Worker(1, exchange.path)
+            late.start()
+            await await_until(lambda: late.peer.replayed.is_set(), timeout=30, what="replay")
+            assert len(late.negative) == 20_000
+            assert late.peer.counters["malformed"] == 0
+            await late.peer.close()
+        finally:
+            await close(exchange, [a])
+
+    asyncio.run(main())
+
+
+def test_batches_stay_under_the_decoders_bounds() -> None:
+    events = [{"k": "miss", "app": "live", "name": "é" * 1000, "expires": 1.0}] * 3000
+    parts = batches(events)
+    assert sum(len(p) for p in parts) == 3000
+    assert all(len(p) <= 1000 and len(encode({"t": "ev", "events": p})) < 1 << 20 for p in parts)
