@@ -787,6 +787,7 @@ def fleet(
             contextlib.ExitStack() as stack,
         ):
             origin = start_origin(procs, bench)
+            (procs.workdir / "redis").mkdir(parents=True, exist_ok=True)
             redis = stack.enter_context(RedisServer(procs.workdir / "redis")) if shared else None
             servers = [
                 procs.streamgate(
