@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamgate.cluster.entries import Malformed, decode_miss
 from streamgate.cluster.settings import ClusterOptions
+from streamgate.edge.budgeted import PendingLink
 from streamgate.rtmp.messages import Status
 
 if TYPE_CHECKING:
@@ -191,10 +192,10 @@ class FleetProbes:
                 await asyncio.wait_for(client.aclose(), self.options.command_timeout)
 
 
-class _ProbedLink:
+class _ProbedLink(PendingLink):
     """A link that opens unless the fleet already knows the name is missing."""
 
-    __slots__ = ("_closed", "_inner", "_task")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -203,9 +204,8 @@ class _ProbedLink:
         opener: Callable[[LinkSink], Link],
         sink: LinkSink,
     ) -> None:
-        self._inner: Link | None = None
-        self._closed = False
-        self._task = asyncio.get_running_loop().create_task(self._open(gate, key, opener, sink))
+        super().__init__()
+        self.start(self._open(gate, key, opener, sink))
 
     async def _open(
         self,
@@ -223,14 +223,6 @@ class _ProbedLink:
             self._inner = opener(sink)
         else:
             sink.link_missing(Status.PLAY_STREAM_NOT_FOUND, verdict)
-
-    def close(self) -> None:
-        self._closed = True
-        if not self._task.done() and self._task is not asyncio.current_task():
-            self._task.cancel()
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            inner.close()
 
 
 class _FoundSink:

@@ -21,14 +21,14 @@ from another node's verdict instead of connecting, or lets the link open.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from streamgate.edge.ingest import Connector, Link, LinkSink
     from streamgate.edge.origins import Origin
 
-__all__ = ["BudgetRefusal", "BudgetedConnector", "ConnectBudget", "NameGate"]
+__all__ = ["BudgetRefusal", "BudgetedConnector", "ConnectBudget", "NameGate", "PendingLink"]
 
 
 class BudgetRefusal:
@@ -57,20 +57,44 @@ class NameGate(Protocol):
         once allowed), or the gate reports to ``sink`` itself (a verdict known)."""
 
 
-class _GatedLink:
+class PendingLink:
+    """A link whose real one opens after an awaited decision (a budget, a fleet's
+    verdict): :meth:`start` runs the decision as a task; :meth:`close` cancels
+    it, or closes the real link (``_inner``) once one was opened."""
+
+    __slots__ = ("_closed", "_inner", "_task")
+
+    def __init__(self) -> None:
+        self._inner: Link | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, decision: Coroutine[Any, Any, None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(decision)
+
+    def close(self) -> None:
+        self._closed = True
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.close()
+
+
+class _GatedLink(PendingLink):
     """A link that opens once the budget allows it (or cannot say in time)."""
 
-    __slots__ = ("_closed", "_granted", "_inner", "_origin", "_owner", "_task")
+    __slots__ = ("_granted", "_origin", "_owner")
 
     def __init__(
         self, owner: BudgetedConnector, origin: Origin, app: str, name: str, sink: LinkSink
     ) -> None:
+        super().__init__()
         self._owner = owner
         self._origin = origin
-        self._inner: Link | None = None
-        self._closed = False
         self._granted = False
-        self._task = asyncio.get_running_loop().create_task(self._open(origin, app, name, sink))
+        self.start(self._open(origin, app, name, sink))
 
     async def _open(self, origin: Origin, app: str, name: str, sink: LinkSink) -> None:
         answer = await self._owner.budget.take(origin.address)
@@ -91,12 +115,7 @@ class _GatedLink:
             self._owner.budget.done(self._origin.address)
 
     def close(self) -> None:
-        self._closed = True
-        if not self._task.done() and self._task is not asyncio.current_task():
-            self._task.cancel()
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            inner.close()
+        super().close()
         self._release()
 
 

@@ -80,7 +80,9 @@ class WorkerRouter:
         self.relays = relays
         self.negative = negative
         self.clock = clock
-        self.refused_cached = 0
+        # Counts a play refused here from the negative cache, as the edge hub counts
+        # its own (streamgate_edge_plays_refused{reason="missing_cached"}).
+        self.count_refusal: Callable[[str], None] | None = None
         # Origin mode: the worker publishing each name owns it (None: the hash decides).
         self.holders: dict[tuple[str, str], int] | None = None
 
@@ -143,7 +145,8 @@ class WorkerRouter:
         if self.negative is not None:
             reason = self.negative.get((app, name), self.clock.now())
             if reason is not None:
-                self.refused_cached += 1
+                if self.count_refusal is not None:
+                    self.count_refusal("missing_cached")
                 on_refused(Status.PLAY_STREAM_NOT_FOUND, f"{app}/{name}: {reason or 'not found'}")
                 return None
         relay = self.relays[owner]

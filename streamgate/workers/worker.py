@@ -109,6 +109,8 @@ class WorkerRole:
             limits=ctx.limits,
             merge_delay=settings.rtmp.merge_ms / 1000,
         )
+        if ctx.edge is not None:
+            self.router.count_refusal = ctx.edge.count_refusal
         ctx.own_source = ctx.source
         ctx.source = self.router
         ctx.relays = list(self.router.relays.values())
