@@ -11,7 +11,7 @@ from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
 from tests.server.harness import ServerThread
 
-__all__ = ["ClusterEdge", "accepts_from", "fleet_sections"]
+__all__ = ["QUICK_CLUSTER", "ClusterEdge", "accepts_from", "fleet_sections"]
 
 
 class ClusterEdge(ServerThread):
@@ -40,6 +40,17 @@ class ClusterEdge(ServerThread):
         return self.call(read)
 
 
+# [cluster] timings that let a test see heartbeats, reconnects and full reads quickly.
+QUICK_CLUSTER = {
+    "heartbeat_interval": 0.2,
+    "reconcile_interval": 1.0,
+    "connect_timeout": 0.5,
+    "command_timeout": 0.5,
+    "backoff_initial": 0.05,
+    "backoff_max": 0.3,
+}
+
+
 def fleet_sections(
     redis_url: str, node: str, origin_port: int | None = None, **extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -54,16 +65,7 @@ def fleet_sections(
             "ban_after_failures": 3,
             "connections_per_second_per_ip": 10_000,
         },
-        "cluster": {
-            "redis_url": redis_url,
-            "node_id": node,
-            "heartbeat_interval": 0.2,
-            "reconcile_interval": 1.0,
-            "connect_timeout": 0.5,
-            "command_timeout": 0.5,
-            "backoff_initial": 0.05,
-            "backoff_max": 0.3,
-        },
+        "cluster": {"redis_url": redis_url, "node_id": node, **QUICK_CLUSTER},
     }
     if origin_port is not None:
         sections["mode"] = "edge"

@@ -13,10 +13,10 @@ import pytest
 from streamgate.api.views import cluster_view
 from streamgate.rtmp.messages import Status
 from tests.cluster.harness import ClusterEdge, accepts_from
-from tests.cluster.processes import ConnectCounter
 from tests.cluster.redisd import RedisServer
 from tests.cluster.test_fleet import ATTACKER, ban_on, flood, origin_plays, start_edges, stop_all
 from tests.peers import wait_until
+from tests.processes import ConnectCounter
 from tests.server.harness import ServerThread
 
 pytestmark = pytest.mark.interop
@@ -193,6 +193,6 @@ def test_the_fleet_connect_budget_bounds_the_origin(tmp_path: Path, origin: Serv
             budgets = [view(e)["fleet_connect_budget"] for e in edges]
             opened = sum(b.get("granted", 0) + b.get("fallback", 0) for b in budgets)  # type: ignore[attr-defined]
             assert opened == len(counter.stamps), budgets
-            assert counter.most_in_one_second() <= 10, sorted(counter.stamps)
+            assert counter.most_within(1.0) <= 10, sorted(counter.stamps)
         finally:
             stop_all(edges)

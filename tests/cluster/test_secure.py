@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.cluster.processes import EdgeProcess
 from tests.cluster.redisd import RedisServer
 from tests.cluster.test_processes import edge_settings
 from tests.peers import free_port, need, wait_port
+from tests.processes import GatewayProcess
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
@@ -117,13 +117,13 @@ def auth_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def run_edge(tmp_path: Path, cluster: dict[str, object], env: dict[str, str]) -> EdgeProcess:
+def run_edge(tmp_path: Path, cluster: dict[str, object], env: dict[str, str]) -> GatewayProcess:
     settings = edge_settings("redis://unused", "secure-edge", free_port())
     settings["cluster"].update(cluster)
-    return EdgeProcess(tmp_path / "edge", settings, env=env)
+    return GatewayProcess(tmp_path / "edge", settings, env=env)
 
 
-def assert_connected_and_quiet(edge: EdgeProcess) -> None:
+def assert_connected_and_quiet(edge: GatewayProcess) -> None:
     with edge:
         wait_until(edge.cluster_up, timeout=15, what="the edge connected to Redis")
         view = edge.cluster()

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,7 +27,8 @@ from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
 from tests.peers import NginxRtmp, publisher, wait_until
-from tests.workers.machine import Audience, CountingProxy, Machine, PlayerRun
+from tests.processes import ConnectCounter
+from tests.workers.machine import Audience, Machine, PlayerRun
 
 pytestmark = pytest.mark.interop
 
@@ -89,7 +89,7 @@ def test_400_players_over_two_workers_cost_one_origin_link(
             assert sorted(seen) == [0, 1] and all(seen.values()), seen
             print(f"players per worker (peak seen): {seen}")
         finally:
-            assert edge.stop() == 0, edge.logs()
+            assert edge.stop() == 0, edge.log()
 
 
 def test_a_cold_stream_raced_by_100_first_players_and_50_streams_cost_one_link_each(
@@ -116,7 +116,7 @@ def test_a_cold_stream_raced_by_100_first_players_and_50_streams_cost_one_link_e
             assert all(r.media >= 3 for r in runs), [r for r in runs if r.media < 3][:3]
             assert peak == 1
         finally:
-            assert edge.stop() == 0, edge.logs()
+            assert edge.stop() == 0, edge.log()
     # 50 distinct live streams at once: 50 links, never more.
     pubs = [publisher(nginx.url("live", n), size="160x120", rate=10) for n in names]
     for pub in pubs:
@@ -151,7 +151,7 @@ def test_a_cold_stream_raced_by_100_first_players_and_50_streams_cost_one_link_e
             assert all(r.media >= 2 for r in runs), [r for r in runs if r.media < 2][:3]
             assert max(counts) <= 50, max(counts)
         finally:
-            assert edge.stop() == 0, edge.logs()
+            assert edge.stop() == 0, edge.log()
     finally:
         for pub in pubs:
             pub.__exit__(None, None, None)
@@ -160,12 +160,10 @@ def test_a_cold_stream_raced_by_100_first_players_and_50_streams_cost_one_link_e
 def test_a_ban_on_one_worker_resets_the_address_on_every_worker_and_after_sighup(
     tmp_path: Path, nginx: NginxRtmp
 ) -> None:
-    sections: dict[str, Any] = {"auth.keys": {"k1": "s" * 32}}
     edge = Machine(
         tmp_path,
         nginx.rtmp_port,
-        auth={"play": "signed"},
-        **sections,
+        auth={"play": "signed", "keys": {"k1": "s" * 32}},
         limits={
             "ban_after_failures": 3,
             "connections_per_second_per_ip": 1000,
@@ -176,7 +174,7 @@ def test_a_ban_on_one_worker_resets_the_address_on_every_worker_and_after_sighup
     try:
 
         async def knock() -> list[PlayerRun]:
-            return await play_all([(edge.url("x", "?token=bad"), attacker)] * 1, 5)
+            return await play_all([(edge.url("x?token=bad"), attacker)] * 1, 5)
 
         while not edge.get("/api/v1/bans")["bans"]:
             asyncio.run(knock())
@@ -185,12 +183,12 @@ def test_a_ban_on_one_worker_resets_the_address_on_every_worker_and_after_sighup
         for w in (0, 1):
             assert edge.metric("streamgate_rejected_total", worker=str(w), reason="banned") > 0
         edge.signal(signal.SIGHUP)
-        wait_until(lambda: "reloading 2 workers" in edge.logs(), timeout=10, what="reload")
+        wait_until(lambda: "reloading 2 workers" in edge.log(), timeout=10, what="reload")
         before = edge.metric("streamgate_rejected_total", reason="banned")
         asyncio.run(play_all([(edge.url("x"), attacker) for _ in range(10)], 10))
         assert edge.metric("streamgate_rejected_total", reason="banned") >= before + 10
     finally:
-        assert edge.stop() == 0, edge.logs()
+        assert edge.stop() == 0, edge.log()
 
 
 def _names_owned_by_each() -> tuple[str, str]:
@@ -245,7 +243,7 @@ def test_a_killed_worker_is_restarted_and_the_other_workers_players_play_on(
                         break
                     await asyncio.sleep(0.2)
                 else:
-                    raise AssertionError(f"worker 0 not restarted:\n{edge.logs()}")
+                    raise AssertionError(f"worker 0 not restarted:\n{edge.log()}")
                 marks = [r.media for r in runs]
                 await asyncio.sleep(2)  # watched: media must keep coming meanwhile
                 await audience.end()
@@ -256,7 +254,7 @@ def test_a_killed_worker_is_restarted_and_the_other_workers_players_play_on(
             stalled = [r for r in on_one if r.closed or r.error or r.max_gap > 1.5]
             assert not stalled, f"players on the surviving worker stalled: {stalled[:3]}"
             assert all(r in still for r in on_one)
-            logs = edge.logs()
+            logs = edge.log()
             assert "worker 0 (pid" in logs and "restarting in" in logs, logs
             # The killed worker's stream is owned again, by the restarted worker: one link.
             probe_runs = asyncio.run(
@@ -265,7 +263,7 @@ def test_a_killed_worker_is_restarted_and_the_other_workers_players_play_on(
             assert all(r.media >= 3 for r in probe_runs)
             assert edge_plays(nginx, lost_owner) <= 1 and edge_plays(nginx, kept_owner) <= 1
         finally:
-            assert edge.stop() == 0, edge.logs()
+            assert edge.stop() == 0, edge.log()
 
 
 def test_sigterm_tells_every_player_on_every_worker_and_exits_zero(
@@ -289,7 +287,7 @@ def test_sigterm_tells_every_player_on_every_worker_and_exits_zero(
             r.statuses for r in runs if Status.PLAY_UNPUBLISH_NOTIFY not in r.statuses
         ][:3]
         assert edge.proc is not None
-        assert edge.proc.wait(timeout=20) == 0, edge.logs()
+        assert edge.proc.wait(timeout=20) == 0, edge.log()
 
 
 def test_a_flood_of_missing_names_over_both_workers_costs_the_origin_what_one_process_would(
@@ -300,7 +298,7 @@ def test_a_flood_of_missing_names_over_both_workers_costs_the_origin_what_one_pr
     max_connects_per_second in any second for the machine."""
     names = [f"made-up-{i}" for i in range(30)]
     seconds, ttl, rate = 6.0, 2.0, 10
-    with CountingProxy(nginx.rtmp_port) as proxy:
+    with ConnectCounter(nginx.rtmp_port) as proxy:
         edge = Machine(
             tmp_path,
             proxy.port,
@@ -334,9 +332,9 @@ def test_a_flood_of_missing_names_over_both_workers_costs_the_origin_what_one_pr
 
             plays = asyncio.run(flood())
         finally:
-            assert edge.stop() == 0, edge.logs()
+            assert edge.stop() == 0, edge.log()
     per_name = math.ceil(seconds / ttl) + 1
-    connects = len(proxy.accepted)
+    connects = proxy.count()
     # nginx-rtmp logs each play session it ends, with its name.
     log = (nginx.workdir / "rtmp_access.log").read_text()
     played = Counter(re.findall(r'PLAY "live" "([^"]+)"', log))
@@ -347,7 +345,7 @@ def test_a_flood_of_missing_names_over_both_workers_costs_the_origin_what_one_pr
     assert plays > 10 * len(names)  # the flood really re-opened
     assert connects <= len(names) * per_name
     assert set(played) <= set(names) and max(played.values()) <= per_name, played
-    assert proxy.most_in_any(1.0 - 0.05) <= rate
+    assert proxy.most_within(1.0 - 0.05) <= rate
 
 
 async def play_all_one(run: PlayerRun, url: str) -> None:
@@ -392,7 +390,7 @@ def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> No
                 )
                 assert status == 404
                 # One exposition for the machine: every family once, every sample labelled.
-                text = await asyncio.to_thread(edge.get, "/metrics")
+                text = await asyncio.to_thread(edge.text, "/metrics")
                 families = {f.name: f for f in text_string_to_metric_families(text)}
                 up = families["streamgate_worker_up"].samples
                 assert sorted(s.labels["worker"] for s in up) == ["0", "1"]
@@ -403,7 +401,7 @@ def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> No
 
             asyncio.run(scenario())
         finally:
-            assert edge.stop() == 0, edge.logs()
+            assert edge.stop() == 0, edge.log()
 
 
 def test_an_origin_with_two_workers_serves_every_player_and_holds_one_publisher_per_name(
@@ -454,13 +452,13 @@ def test_an_origin_with_two_workers_serves_every_player_and_holds_one_publisher_
             assert all(r.media >= 3 for r in runs)
             assert answers == [Status.PUBLISH_BAD_NAME] * 8, answers
     finally:
-        assert machine.stop() == 0, machine.logs()
+        assert machine.stop() == 0, machine.log()
 
 
 def test_a_taken_port_stops_the_machine_with_one_clear_error(tmp_path: Path) -> None:
     machine = Machine(tmp_path, None, mode="origin")
     taken = socket.socket()
-    taken.bind(("127.0.0.1", machine.rtmp_port))
+    taken.bind(("127.0.0.1", machine.port))
     taken.listen()
     try:
         result = subprocess.run(
@@ -485,7 +483,7 @@ def test_a_second_machine_on_the_same_port_is_refused_not_merged(
     try:
         (tmp_path / "second").mkdir()
         second = Machine(tmp_path / "second", nginx.rtmp_port)
-        text = second.config.read_text().replace(str(second.rtmp_port), str(first.rtmp_port))
+        text = second.config.read_text().replace(str(second.port), str(first.port))
         second.config.write_text(text)
         result = subprocess.run(
             [sys.executable, "-m", "streamgate", "run", "-c", str(second.config)],
@@ -497,7 +495,7 @@ def test_a_second_machine_on_the_same_port_is_refused_not_merged(
         assert "already in use" in result.stderr
         assert first.get("/readyz")["ready"] is True
     finally:
-        assert first.stop() == 0, first.logs()
+        assert first.stop() == 0, first.log()
 
 
 def test_players_waiting_for_a_publisher_get_it_whatever_worker_it_lands_on(
@@ -526,4 +524,4 @@ def test_players_waiting_for_a_publisher_get_it_whatever_worker_it_lands_on(
         runs = asyncio.run(scenario())
         assert all(r.media >= 3 and Status.PLAY_STREAM_NOT_FOUND not in r.statuses for r in runs)
     finally:
-        assert machine.stop() == 0, machine.logs()
+        assert machine.stop() == 0, machine.log()

@@ -1,11 +1,12 @@
-"""A fleet of real ``streamgate run -c conf.toml`` processes in front of an nginx-rtmp origin.
+"""Real ``streamgate run -c conf.toml`` processes, and a relay that counts connections.
 
-Every edge is its own process, started from a TOML file written into its
-own directory under the test's temp dir, on free loopback ports (RTMP and
-HTTP API), logging to a file there; it is stopped (SIGTERM, then SIGKILL)
-and reaped by whoever started it. The origin is nginx-rtmp refusing
-missing names at once (``idle_streams off``); a :class:`ConnectCounter`
-in front of it stamps every connection the fleet opens to it.
+A :class:`GatewayProcess` is its own process, started from a TOML file
+written into its own directory under the test's temp dir, on free loopback
+ports (RTMP and HTTP API), logging to a file there; it is stopped (SIGTERM,
+then SIGKILL) and reaped by whoever started it. A :class:`ConnectCounter`
+in front of an origin stamps every connection the gateways open to it;
+:func:`missing_origin` is nginx-rtmp refusing missing names at once
+(``idle_streams off``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any, Self
 
 from tests.peers import NginxRtmp, PeerError, free_port, stop_process, wait_port
 
-__all__ = ["ConnectCounter", "EdgeProcess", "missing_origin", "toml_text"]
+__all__ = ["ConnectCounter", "GatewayProcess", "missing_origin", "toml_text"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _value(value: Any) -> str:
@@ -54,8 +55,9 @@ def missing_origin(workdir: Path) -> NginxRtmp:
     return NginxRtmp(workdir, "application live { live on; idle_streams off; }")
 
 
-class EdgeProcess:
-    """One ``streamgate run`` process; restartable on the same ports and config."""
+class GatewayProcess:
+    """One ``streamgate run`` process (an edge, an origin, a supervisor of workers);
+    restartable on the same ports and config."""
 
     def __init__(
         self,
@@ -105,10 +107,10 @@ class EdgeProcess:
             raise PeerError(f"{self.name} did not start: {exc}\n{self.log()[-3000:]}") from None
         return self
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Stop it (if running); its exit status (0 if it was not running)."""
         proc, self.proc = self.proc, None
-        if proc is not None:
-            stop_process(proc, timeout=10.0)
+        return stop_process(proc, timeout=10.0) if proc is not None else 0
 
     def restart(self) -> Self:
         self.stop()
@@ -208,12 +210,12 @@ class ConnectCounter:
     def count(self) -> int:
         return len(self.stamps)
 
-    def most_in_one_second(self) -> int:
-        """The most connections whose stamps fall in any window [t, t + 1 s)."""
+    def most_within(self, window: float = 1.0) -> int:
+        """The most connections whose stamps fall in any window [t, t + ``window``)."""
         stamps = sorted(self.stamps)
         best, lo = 0, 0
         for hi, t in enumerate(stamps):
-            while stamps[lo] <= t - 1.0:
+            while stamps[lo] <= t - window:
                 lo += 1
             best = max(best, hi - lo + 1)
         return best
