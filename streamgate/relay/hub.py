@@ -45,13 +45,12 @@ class HubSettings:
 
 @dataclass(slots=True)
 class Waiter:
-    """A player waiting for a publisher; ``on_ready`` or ``on_missing`` fires once."""
+    """A player waiting for a publisher; ``on_ready`` or ``on_refused`` fires once."""
 
     on_ready: Callable[[Stream], None]
-    on_missing: Callable[[], None]
+    on_refused: Callable[[str, str], None]
     timer: TimerHandle | None = None
     done: bool = False
-    on_refused: Callable[[str, str], None] | None = None  # the play's own refusal callback
 
 
 class StreamHub:
@@ -132,7 +131,7 @@ class StreamHub:
         if self.settings.play_wait <= 0:
             missing()
             return None
-        waiter = Waiter(on_ready, missing, on_refused=on_refused)
+        waiter = Waiter(on_ready, on_refused)
         key = (app, name)
         self._waiters.setdefault(key, []).append(waiter)
 

@@ -160,8 +160,7 @@ class WorkerRouter:
         if owner == self.worker or owner not in self.relays or not isinstance(own, StreamHub):
             return
         for waiter in own.take_waiters(app, name):
-            if waiter.on_refused is not None:
-                self.relays[owner].request_play(app, name, "", waiter.on_ready, waiter.on_refused)
+            self.relays[owner].request_play(app, name, "", waiter.on_ready, waiter.on_refused)
 
     def cancel_play(self, app: str, name: str, handle: Any) -> None:
         source, inner = handle
