@@ -36,6 +36,7 @@ __all__ = [
     "ClusterSettings",
     "DemoSettings",
     "EdgeSettings",
+    "FlvSettings",
     "HttpSettings",
     "LimitsSettings",
     "LogSettings",
@@ -603,6 +604,79 @@ class HttpSettings(_Section):
         return self
 
 
+class FlvSettings(_Section):
+    """HTTP-FLV and WebSocket-FLV viewers: a public listener of its own."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Serve GET /{app}/{stream}.flv (HTTP-FLV) and the same URL with Upgrade: "
+            "websocket (WebSocket-FLV) on [flv] listen. Viewers pass the same auth, "
+            "admission, bans and play path as RTMP players. The shipped configurations "
+            "turn it on."
+        ),
+    )
+    listen: str | list[str] = Field(
+        "127.0.0.1:8088",
+        description=(
+            "Address and port of the viewer listener, HOST:PORT, or a list of them. It is "
+            "public, unlike [http] listen (the API), which stays private. Needs a restart."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description=(
+            "Origins a web page may play from (Access-Control-Allow-Origin; GET and HEAD "
+            'only, no credentials). ["*"]: any page; []: no CORS header.'
+        ),
+    )
+    websocket: bool = Field(
+        True, description="Accept WebSocket-FLV (the .flv URL with Upgrade: websocket)."
+    )
+    max_connections: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Viewer connections at once on this listener. At the cap a new connection "
+            "takes the place of the one that has waited longest without sending a whole "
+            "request head; when every connection is playing, the new one is answered 503."
+        ),
+    )
+    max_connections_per_ip: int = Field(
+        64,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Viewer connections at once from one IP address; one more is answered 429. "
+            "[limits] caps and bans apply too, shared with RTMP."
+        ),
+    )
+    header_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds a viewer has to send its whole request line and headers, however "
+            "the bytes trickle in; then 408 (or a silent close if nothing came)."
+        ),
+    )
+    max_header_bytes: int = Field(
+        8192,
+        ge=1024,
+        le=1 << 20,
+        description="Bytes of request line plus headers; more is answered 431.",
+    )
+    max_headers: int = Field(
+        64, ge=8, le=10_000, description="Header lines in one request; more is answered 431."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str | list[str]) -> str | list[str]:
+        return _check_listen_value(value)
+
+
 class ClusterSettings(_Section):
     """A fleet of edges sharing bans, the negative cache, a connect budget and the
     origins' directory through Redis. Every play is decided from local state; Redis
@@ -749,6 +823,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    flv: FlvSettings = Field(default_factory=FlvSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
     log: LogSettings = Field(default_factory=LogSettings)
@@ -791,6 +866,8 @@ class Settings(BaseSettings):
             fixed = [("[rtmp] listen", self.rtmp.listen)]
             if self.http.enabled:
                 fixed.append(("[http] listen", self.http.listen))
+            if self.flv.enabled:
+                fixed.append(("[flv] listen", self.flv.listen))
             for setting, value in fixed:
                 if any(port == 0 for _, port in listen_addresses(value)):
                     raise ValueError(
