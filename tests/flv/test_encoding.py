@@ -46,8 +46,8 @@ class FlvSink:
 def unframe(framing: str, data: bytes) -> bytes:
     """One write is exactly one HTTP chunk or one WebSocket frame."""
     if framing == "chunked":
-        size, _, rest = data.partition(b"\r\n")
-        assert rest.endswith(b"\r\n") and int(size, 16) == len(rest) - 2, data[:40]
+        hex_size, _, rest = data.partition(b"\r\n")
+        assert rest.endswith(b"\r\n") and int(hex_size, 16) == len(rest) - 2, data[:40]
         return rest[:-2]
     if framing == "websocket":
         assert data[0] == 0x82, data[:4]
@@ -240,7 +240,7 @@ def test_pyav_decodes_what_a_viewer_gets() -> None:
     sink = add(stream)
     clock.advance(1)
     data = b"".join(sink.writes)
-    with av.open(io.BytesIO(data), format="flv") as container:
+    with av.open(io.BytesIO(data), "r", format="flv") as container:
         frames = list(container.decode(video=0))
     assert frames and frames[0].width == 160
     assert frames[0].key_frame
