@@ -435,8 +435,17 @@ class HttpConnection(asyncio.Protocol):
         """Check the framing of a new request; nothing is acted on until its end."""
         self.requests += 1
         self._method = event.method
-        if len(event.headers) > self.limits.max_headers:
-            self._refuse(431, f"more than {self.limits.max_headers} header lines")
+        limits = self.limits
+        if len(event.headers) > limits.max_headers:
+            self._refuse(431, f"more than {limits.max_headers} header lines")
+            return
+        # h11 bounds a head only while it is incomplete: one that arrived whole in
+        # a single read is measured here.
+        size = len(event.method) + len(event.target) + 12
+        for name, value in event.headers:
+            size += len(name) + len(value) + 4
+        if size > limits.max_header_bytes:
+            self._refuse(431, f"the request head is over {limits.max_header_bytes} bytes")
             return
         self._request = Request(
             event.method.decode("ascii", "replace"),

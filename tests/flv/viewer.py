@@ -120,9 +120,13 @@ async def view(
     ``until_tags`` tags) arrived, the stream ended, or ``timeout``. Pass
     ``result`` to watch it fill while the view runs."""
     result = ViewerResult() if result is None else result
-    reader, writer = await asyncio.open_connection(
-        host, port, local_addr=(source, 0) if source else None
-    )
+    try:
+        reader, writer = await asyncio.open_connection(
+            host, port, local_addr=(source, 0) if source else None
+        )
+    except ConnectionError:  # reset at accept (a banned address): before connect() returned
+        result.closed = True
+        return result
     try:
         async with asyncio.timeout(timeout):
             key = base64.b64encode(os.urandom(16)).decode()
@@ -137,9 +141,7 @@ async def view(
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
             result.status, result.headers = await _read_head(reader)
             if websocket and result.status == 101:
-                expected = base64.b64encode(
-                    hashlib.sha1(key.encode() + _WS_GUID).digest()
-                ).decode()
+                expected = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest()).decode()
                 assert result.headers.get("sec-websocket-accept") == expected
                 await _read_ws(reader, writer, result, until_bytes, until_tags)
             elif result.status != 200:
