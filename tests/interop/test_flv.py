@@ -190,7 +190,9 @@ def test_fifty_rtmp_players_and_fifty_http_viewers_share_one_upstream_link(
         async def crowd() -> tuple[list[float], list[float], list[int]]:
             rtmp = [0] * 50
             views = [ViewerResult() for _ in range(50)]
-            tasks = [asyncio.create_task(rtmp_bytes(srv.url("x"), rtmp, i)) for i in range(50)]
+            tasks: list[asyncio.Task[Any]] = [
+                asyncio.create_task(rtmp_bytes(srv.url("x"), rtmp, i)) for i in range(50)
+            ]
             tasks += [
                 asyncio.create_task(
                     view("127.0.0.1", srv.flv_port, "/live/x.flv", timeout=60, result=v)
