@@ -222,7 +222,7 @@ class _ProbedLink(PendingLink):
         elif verdict == _GO:
             self._inner = opener(sink)
         else:
-            sink.link_missing(Status.PLAY_STREAM_NOT_FOUND, verdict)
+            sink.link_known_missing(Status.PLAY_STREAM_NOT_FOUND, verdict)
 
 
 class _FoundSink:
@@ -254,6 +254,9 @@ class _FoundSink:
 
     def link_missing(self, code: str, description: str) -> None:
         self._sink.link_missing(code, description)
+
+    def link_known_missing(self, code: str, description: str) -> None:
+        self._sink.link_known_missing(code, description)
 
     def link_ended(self, description: str) -> None:
         self._sink.link_ended(description)
