@@ -26,7 +26,8 @@ The late-answer rule (as the fleet budget's): an answer that takes longer
 than ``[cluster] budget_wait`` is not given up, since the script may well
 have run and found another node asking. The edge waits on for it as a
 waiter waits (a fleet verdict on the name that arrives first answers the
-play) until ``[cluster] command_timeout``; only then, or when the
+play) until ``[cluster] claim_wait`` (a quarter second by default: the
+most a play waits on Redis); only then, or when the
 replicator finds Redis down, or the script fails, does Redis count as
 unavailable and the link opens under the edge's own limits, as without a
 fleet. A late answer that claimed the name for a play that no longer wants
@@ -134,7 +135,7 @@ class FleetProbes:
 
     def _redis(self) -> Redis:
         if self._client is None:
-            self._client = self.options.client()  # a late answer is waited for: command_timeout
+            self._client = self.options.client()  # a late answer is waited for: claim_wait
         return self._client
 
     # ------------------------------------------------------------ the gate
@@ -247,10 +248,10 @@ class FleetProbes:
         self, key: tuple[str, str], claim: str, task: asyncio.Task[Any], wait: _Wait
     ) -> _Answer | Decision:
         """No answer within ``budget_wait``: wait on for it (or the fleet's verdict)
-        until ``command_timeout``; then Redis counts as unavailable."""
+        until ``claim_wait``; then Redis counts as unavailable."""
         self.counters["late"] += 1
         loop = asyncio.get_running_loop()
-        end = loop.time() + max(0.0, self.options.command_timeout - self.options.budget_wait)
+        end = loop.time() + max(0.0, self.options.claim_wait - self.options.budget_wait)
         try:
             while not task.done() and (left := end - loop.time()) > 0 and self.available():
                 pending: set[asyncio.Future[Any]] = {task}
@@ -269,7 +270,7 @@ class FleetProbes:
             # release, settles it).
             self._abandon(key, claim, task, keep=True)
             self.counters["fallback"] += 1
-            self.last_error = "no answer within command_timeout"
+            self.last_error = "no answer within claim_wait"
             return None, claim
         try:
             return _Answer(task.result())

@@ -149,7 +149,7 @@ def late(f: Fleet) -> bool:
 
 def test_a_late_answer_that_another_node_asks_makes_a_waiter_not_a_second_asker() -> None:
     async def main() -> None:
-        f = fleet(command_timeout=30.0)  # Redis is slow, not down
+        f = fleet(claim_wait=30.0)  # Redis is slow, not down
         player = f.play("x")
         call = await f.redis.asked(1)
         await await_until(lambda: late(f), timeout=WAIT, what="budget_wait to pass")
@@ -173,7 +173,7 @@ def test_a_late_answer_that_another_node_asks_makes_a_waiter_not_a_second_asker(
 
 def test_a_fleet_verdict_while_the_answer_is_late_answers_the_play() -> None:
     async def main() -> None:
-        f = fleet(command_timeout=30.0)
+        f = fleet(claim_wait=30.0)
         f.replicator._live = True  # collect what it would write to Redis
         player = f.play("x")
         call = await f.redis.asked(1)
@@ -197,7 +197,7 @@ def test_a_fleet_verdict_while_the_answer_is_late_answers_the_play() -> None:
 
 def test_a_late_answer_that_claims_makes_this_edge_the_one_asker() -> None:
     async def main() -> None:
-        f = fleet(command_timeout=30.0)
+        f = fleet(claim_wait=30.0)
         f.replicator._live = True
         f.play("x")
         call = await f.redis.asked(1)
@@ -213,9 +213,9 @@ def test_a_late_answer_that_claims_makes_this_edge_the_one_asker() -> None:
     run(main())
 
 
-def test_no_answer_within_command_timeout_opens_the_link_on_local_limits() -> None:
+def test_no_answer_within_claim_wait_opens_the_link_on_local_limits() -> None:
     async def main() -> None:
-        f = fleet(command_timeout=0.2)  # Redis does not answer at all
+        f = fleet(claim_wait=0.2)  # Redis does not answer at all
         player = f.play("x")
         await f.redis.asked(1)
         await await_until(lambda: f.links() == 1, timeout=WAIT, what="the local fallback")
@@ -228,7 +228,7 @@ def test_no_answer_within_command_timeout_opens_the_link_on_local_limits() -> No
 
 def test_a_late_claim_for_a_play_that_left_is_given_back() -> None:
     async def main() -> None:
-        f = fleet(command_timeout=30.0)
+        f = fleet(claim_wait=30.0)
         f.replicator._live = True
         player = f.play("x")
         call = await f.redis.asked(1)
