@@ -31,7 +31,10 @@ from hypothesis import strategies as st
 from streamgate.client import RtmpClient
 from streamgate.probe import ProbeOptions, add_arguments, main, parse_target, run_probe
 from streamgate.probe.steps import explain_dns_error
-from streamgate.probe.tls import (
+from streamgate.probe.watch import MediaWatch
+from streamgate.rtmp.events import DataReceived, MediaReceived
+from streamgate.rtmp.messages import MsgType, Status
+from streamgate.tls.diagnosis import (
     X509_V_ERR_CERT_HAS_EXPIRED,
     X509_V_ERR_CERT_NOT_YET_VALID,
     X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
@@ -41,10 +44,7 @@ from streamgate.probe.tls import (
     explain_ssl_error,
     explain_verify_error,
 )
-from streamgate.probe.watch import MediaWatch
-from streamgate.probe.x509 import X509Error, parse_certificate
-from streamgate.rtmp.events import DataReceived, MediaReceived
-from streamgate.rtmp.messages import MsgType, Status
+from streamgate.tls.x509 import X509Error, parse_certificate
 from tests.peers import NginxRtmp, publisher, wait_until
 from tests.probe.certs import Issued, TestCA, self_signed
 from tests.probe.servers import LoopThread, RtmpScript, silent, tls_terminator

@@ -10,8 +10,9 @@ The runner is :mod:`streamgate.probe.steps`; the steps (one ``step_<name>``
 function each) are in :mod:`streamgate.probe.network` (DNS, TCP, TLS) and
 :mod:`streamgate.probe.rtmp_steps` (over the one asyncio client, via
 :mod:`streamgate.probe.session`), the report types in
-:mod:`streamgate.probe.report`, the TLS explanations in :mod:`streamgate.probe.tls`, the certificate
-reader in :mod:`streamgate.probe.x509`, what media reveals in
+:mod:`streamgate.probe.report`, the TLS explanations (shared with the
+gateway) in :mod:`streamgate.tls.diagnosis`, the certificate reader in
+:mod:`streamgate.tls.x509`, what media reveals in
 :mod:`streamgate.probe.watch` and the command line in :mod:`streamgate.probe.cli`.
 """
 

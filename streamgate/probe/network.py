@@ -18,14 +18,14 @@ from typing import Any
 
 from streamgate.probe.report import Done, StepFailed
 from streamgate.probe.session import ProbeRun
-from streamgate.probe.tls import (
+from streamgate.tls.diagnosis import (
     client_context,
     describe_certificate,
     explain_ssl_error,
     explain_verify_error,
     unverified_context,
 )
-from streamgate.probe.x509 import CertificateInfo, X509Error, parse_certificate
+from streamgate.tls.x509 import CertificateInfo, X509Error, parse_certificate
 
 __all__ = ["explain_dns_error", "step_dns", "step_tcp", "step_tls"]
 

@@ -1,4 +1,4 @@
-"""TLS for the probe: the client context, and failures explained in one line.
+"""TLS failures explained in one line (the probe, the RTMPS listener, rtmps:// origins).
 
 Verification is on by default (the system trust store, or only the CAs of
 ``--ca FILE``). When it fails, OpenSSL's verify code says which check failed;
@@ -13,7 +13,7 @@ import ssl
 from datetime import datetime
 from typing import Final
 
-from streamgate.probe.x509 import CertificateInfo
+from streamgate.tls.x509 import CertificateInfo
 
 __all__ = [
     "X509_V_ERR_CERT_HAS_EXPIRED",
