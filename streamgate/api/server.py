@@ -146,8 +146,9 @@ class ApiServer:
             log.info("HTTP API listening on %s:%d (%s)", host, port, auth)
 
     async def close(self) -> None:
-        """Stop listening, drop HTTP connections, stop the lag timer."""
+        """Stop listening, drop HTTP connections, stop the lag timer and the thumbnails."""
         self.lag.stop()
+        self.api.thumbnails.close()
         if self.health is not None:
             await self.health.close()
         await self.http.close()
