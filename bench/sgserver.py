@@ -36,8 +36,8 @@ def _rss_kb() -> int:
 
 
 def stats() -> dict[str, Any]:
+    from streamgate.server.clients import ClientIds
     from streamgate.server.context import ServerContext
-    from streamgate.server.session import RtmpSession
 
     gc.collect()
     objects = gc.get_objects()
@@ -47,8 +47,8 @@ def stats() -> dict[str, Any]:
         "rss_kb": _rss_kb(),
         "objects": len(objects),
         "top_types": dict(types.most_common(12)),
-        "sessions_total": getattr(RtmpSession, "_ids", None),  # connections accepted so far
-        "sessions_alive": types.get("RtmpSession", 0),
+        "sessions_total": ClientIds.issued,  # connections accepted so far
+        "sessions_alive": types.get("RtmpSession", 0) + types.get("FlvViewer", 0),
     }
     contexts = [o for o in objects if isinstance(o, ServerContext)]
     del objects

@@ -13,6 +13,7 @@ from streamgate.api import ApiServer, start_api
 from streamgate.config import Settings, listen_addresses, load_settings
 from streamgate.demo import DemoSource, encode_clip
 from streamgate.errors import ConfigError
+from streamgate.flv.server import FlvServer
 from streamgate.log import flush_floods
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
@@ -23,7 +24,9 @@ __all__ = ["reload", "run", "serve"]
 log = logging.getLogger("streamgate")
 
 
-def _hints(settings: Settings, port: int, api_port: int | None = None) -> str:
+def _hints(
+    settings: Settings, port: int, api_port: int | None = None, flv_port: int | None = None
+) -> str:
     host = listen_addresses(settings.rtmp.listen)[0][0]
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint
         host = "127.0.0.1"
@@ -37,6 +40,13 @@ def _hints(settings: Settings, port: int, api_port: int | None = None) -> str:
             http_host = f"[{http_host}]"
         http = f"http://{http_host}:{api_port}"
         api = f"\n  api:     curl {http}/api/v1/streams   metrics: curl {http}/metrics"
+    if flv_port is not None:
+        flv_host = listen_addresses(settings.flv.listen)[0][0]
+        if flv_host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint
+            flv_host = "127.0.0.1"
+        elif ":" in flv_host:
+            flv_host = f"[{flv_host}]"
+        api += f"\n  browser: http://{flv_host}:{flv_port}/live/<stream>.flv (or ws://)"
     if settings.mode == "edge":
         return (
             f"streamgate edge ready on {host}:{port}, pulling from "
@@ -113,6 +123,14 @@ async def serve(
         await worker.join(ctx)  # the machine's bans before the first player
     server = RtmpServer(ctx, reuse_port=worker is not None)
     await server.start()
+    flv: FlvServer | None = None
+    if settings.flv.enabled:
+        flv = FlvServer(ctx, reuse_port=worker is not None)
+        try:
+            await flv.start()
+        except BaseException:
+            await server.close()
+            raise
     if ctx.cluster is not None:
         ctx.cluster.start()  # in the background: a play never waits on Redis
     if worker is not None:
@@ -136,7 +154,9 @@ async def serve(
         if settings.demo.enabled and settings.mode == "origin":
             demo = await _start_demo(ctx)
         if worker is None:
-            print(_hints(settings, server.port, api.port if api is not None else None), flush=True)
+            api_port = api.port if api is not None else None
+            flv_port = flv.port if flv is not None else None
+            print(_hints(settings, server.port, api_port, flv_port), flush=True)
         if ready is not None:
             ready.set()
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -157,9 +177,13 @@ async def serve(
         with anyio.CancelScope(shield=True):
             if api is not None:
                 await api.close()  # before the RTMP listener closes
+            if flv is not None:
+                flv.stop_accepting()
             if worker is not None:
                 await worker.close()  # its relayed streams end (their players told)
-            await server.close()
+            await server.close()  # every client, HTTP viewers too, told and drained
+            if flv is not None:
+                await flv.close()
             if ctx.cluster is not None:
                 await ctx.cluster.close()
         # Counts still held back (a flood that just ended, the connections

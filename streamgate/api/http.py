@@ -80,6 +80,8 @@ class HttpLimits:
     Content-Length is answered 413; a chunked body (size unknown up front) 411."""
     max_requests_per_connection: int = 100
     """Keep-alive cap: the last response carries ``Connection: close``."""
+    max_headers: int = 100
+    """Header lines in one request; more is answered 431."""
     backlog: int = 128
     """Listen backlog."""
 
@@ -93,6 +95,7 @@ class Request:
     method: str
     target: str
     headers: tuple[tuple[str, str], ...]
+    version: str = "1.1"  # the HTTP version the client spoke ("1.0" or "1.1")
     peer: str = ""
 
     @property
@@ -173,8 +176,12 @@ class HttpServer:
         loop: asyncio.AbstractEventLoop,
         *,
         counters: Counter[str] | None = None,
+        connection: Callable[[HttpServer], HttpConnection] | None = None,
     ) -> None:
         self.handler = handler
+        # What serves each connection: an HttpConnection, or a subclass that takes
+        # the connection over once a request's head is in (a media stream).
+        self._connection = connection or HttpConnection
         self._limits = limits
         self.loop = loop
         self.connections: set[HttpConnection] = set()
@@ -207,21 +214,30 @@ class HttpServer:
     def serving(self) -> bool:
         return bool(self._servers) and all(s.is_serving() for s in self._servers)
 
-    async def start(self, setting: str, listen: str | list[str]) -> None:
-        """Bind every address of ``listen`` (the ``setting`` named in errors) and accept."""
+    async def start(
+        self, setting: str, listen: str | list[str], *, reuse_port: bool = False
+    ) -> None:
+        """Bind every address of ``listen`` (the ``setting`` named in errors) and accept;
+        ``reuse_port``: shared with other worker processes (SO_REUSEPORT)."""
         self._servers = await bind_listen(
             self.loop,
-            lambda: HttpConnection(self),
+            lambda: self._connection(self),
             setting,
             listen,
             backlog=self.limits.backlog,
+            reuse_port=reuse_port,
         )
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; connections already made go on."""
+        for server in self._servers:
+            server.close()
 
     async def start_unix(self, path: str) -> None:
         """Accept on the unix socket ``path`` (a worker's API, for its supervisor)."""
         self._servers = [
             await self.loop.create_unix_server(
-                lambda: HttpConnection(self), path, backlog=self.limits.backlog
+                lambda: self._connection(self), path, backlog=self.limits.backlog
             )
         ]
 
@@ -246,7 +262,7 @@ class HttpServer:
         limits = conn.limits
         # A unix-socket peer (no address: a worker's API, asked by its supervisor)
         # is one local process, not an address to cap.
-        if conn.peer and self._per_ip[conn.peer] >= limits.max_connections_per_ip:
+        if conn.ip and self._per_ip[conn.ip] >= limits.max_connections_per_ip:
             self.counters["rejected_busy"] += 1
             self.counters["rejected_per_ip"] += 1
             return _BUSY_IP
@@ -258,7 +274,7 @@ class HttpServer:
             self.counters["evicted"] += 1
             victim.evict()
         self.connections.add(conn)
-        self._per_ip[conn.peer] += 1
+        self._per_ip[conn.ip] += 1
         return None
 
     def waiting(self, conn: HttpConnection, waiting: bool) -> None:
@@ -272,9 +288,9 @@ class HttpServer:
         self._waiting.pop(conn, None)
         if conn in self.connections:
             self.connections.discard(conn)
-            self._per_ip[conn.peer] -= 1
-            if self._per_ip[conn.peer] <= 0:
-                del self._per_ip[conn.peer]
+            self._per_ip[conn.ip] -= 1
+            if self._per_ip[conn.ip] <= 0:
+                del self._per_ip[conn.ip]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -287,7 +303,7 @@ class HttpConnection(asyncio.Protocol):
             h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
         )
         self.transport: asyncio.Transport | None = None
-        self.peer = ""
+        self.ip = ""  # the client's address ("" on a unix socket)
         self.closed = False
         self.requests = 0
         self.phase: Phase = "head"
@@ -298,7 +314,14 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused = False
         self._yielding = False  # a pipelined request waits for the next loop turn
         self._answering: asyncio.Task[None] | None = None  # a handler's awaited answer
+        # A subclass took the connection over after a request's head (it streams
+        # its own response): h11 and the deadlines here are done with it.
+        self.detached = False
         self._timer: asyncio.TimerHandle | None = None
+
+    def _error(self, status: int, message: str) -> Response:
+        """The answer to a request that fails (the API's JSON error shape)."""
+        return error_response(status, message)
 
     @property
     def write_paused(self) -> bool:
@@ -311,7 +334,7 @@ class HttpConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         refusal = self.server.admit(self)
         if refusal is not None:
             self.closed = True
@@ -364,6 +387,7 @@ class HttpConnection(asyncio.Protocol):
             and not self._write_paused
             and not self._yielding
             and self._answering is None  # one answer at a time, in order
+            and not self.detached
         ):
             try:
                 event = conn.next_event()
@@ -382,7 +406,7 @@ class HttpConnection(asyncio.Protocol):
                     )
             elif isinstance(event, h11.EndOfMessage):
                 self._dispatch()
-                if self._answering is not None:
+                if self._answering is not None or self.detached:
                     return  # the answer comes later (an aggregated API asks its workers)
             elif isinstance(event, h11.ConnectionClosed):
                 self.close()
@@ -421,11 +445,24 @@ class HttpConnection(asyncio.Protocol):
         """Check the framing of a new request; nothing is acted on until its end."""
         self.requests += 1
         self._method = event.method
+        limits = self.limits
+        if len(event.headers) > limits.max_headers:
+            self._refuse(431, f"more than {limits.max_headers} header lines")
+            return
+        # h11 bounds a head only while it is incomplete: one that arrived whole in
+        # a single read is measured here.
+        size = len(event.method) + len(event.target) + 12
+        for name, value in event.headers:
+            size += len(name) + len(value) + 4
+        if size > limits.max_header_bytes:
+            self._refuse(431, f"the request head is over {limits.max_header_bytes} bytes")
+            return
         self._request = Request(
             event.method.decode("ascii", "replace"),
             event.target.decode("ascii", "replace"),
             tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers),
-            self.peer,
+            event.http_version.decode("ascii", "replace"),
+            self.ip,
         )
         # h11 has validated the framing headers (one numeric Content-Length, or
         # Transfer-Encoding: chunked, never both): only their values are judged here.
@@ -461,7 +498,7 @@ class HttpConnection(asyncio.Protocol):
             response = self.server.handler(request)
         except Exception:
             log.exception("http: %s %s failed", request.method, request.path)
-            response = error_response(500, "internal error; see the gateway's log")
+            response = self._error(500, "internal error; see the gateway's log")
         last = self.requests >= self.limits.max_requests_per_connection
         if isinstance(response, Response):
             self._send(response, close=last)
@@ -480,10 +517,10 @@ class HttpConnection(asyncio.Protocol):
             async with asyncio.timeout(self.limits.body_timeout):
                 response = await pending
         except TimeoutError:
-            response = error_response(504, "no answer in time")
+            response = self._error(504, "no answer in time")
         except Exception:
             log.exception("http: %s %s failed", request.method, request.path)
-            response = error_response(500, "internal error; see the gateway's log")
+            response = self._error(500, "internal error; see the gateway's log")
         self._answering = None
         if self.closed:
             return
@@ -511,7 +548,7 @@ class HttpConnection(asyncio.Protocol):
         # Aggregated per status (a flood of them costs a few lines per window).
         log.info("http: %d %s; closing", status, message, extra={"reason": f"http {status}"})
         self._request = None
-        self._send(error_response(status, message), close=True)
+        self._send(self._error(status, message), close=True)
         if not self.closed:
             self.abort()
 
@@ -522,7 +559,7 @@ class HttpConnection(asyncio.Protocol):
         reason = str(exc)[:_MAX_REASON]
         log.info("http: bad request (%s); closing", reason, extra={"reason": "http bad request"})
         self._request = None
-        self._send(error_response(status, f"bad request: {reason}"), close=True)
+        self._send(self._error(status, f"bad request: {reason}"), close=True)
 
     def evict(self) -> None:
         """Give up this connection's slot to a newcomer (see :meth:`HttpServer.admit`)."""
@@ -614,7 +651,7 @@ class HttpConnection(asyncio.Protocol):
         log.info(
             "http: %s not received within %g s; closing", what, seconds, extra={"reason": what}
         )
-        self._send(error_response(408, f"{what} not received in time"), close=True)
+        self._send(self._error(408, f"{what} not received in time"), close=True)
 
     def close(self) -> None:
         """Close after what was written has been sent."""

@@ -147,6 +147,7 @@ def stream_view(
         "role": ref.role,
         "state": ref.state,
         "players": players,
+        "viewers": stream.viewers(),  # players by protocol: rtmp, flv, ws-flv
         "age_seconds": _secs(now - stream.created),
         "bitrate_in_bps": round(bitrate_in),
         # Not measured: what players actually take may be less (skipped GOPs).
@@ -272,10 +273,11 @@ def _label(stream: Stream) -> str:
 
 
 def client_view(session: Client, now: float) -> JsonObject:
-    """One RTMP connection: who, what it does, for how long."""
+    """One client connection: who, over what, what it does, for how long."""
     return {
         "id": session.id,
         "peer": session.peer,
+        "protocol": session.protocol,
         "role": session.role,
         "app": session.app or None,
         "publishing": _label(session.publishing) if session.publishing is not None else None,

@@ -2,15 +2,18 @@
 
 The hot path is built so that per player there is only a write:
 
-* every media message is chunk-encoded once per *group* (players sharing a
-  message stream id, the kinds of media they receive and the chunk size
-  their connection announced; almost always all of them, since ids are
-  allocated lowest-first, few players turn audio or video off and the chunk
-  size changes only with a reload) with a type-0 header on chunk streams no
-  connection core writes (``CSID_RELAY_*``), so the bytes depend on nothing
-  player-specific and never disturb a connection's own header compression;
+* every media message is encoded once per *group* of players that decode
+  the same bytes (``relay/encoding.py``): RTMP players sharing a message
+  stream id, the kinds of media they receive and the chunk size their
+  connection announced (almost always all of them, since ids are allocated
+  lowest-first, few players turn audio or video off and the chunk size
+  changes only with a reload), chunk-encoded with a type-0 header on chunk
+  streams no connection core writes (``CSID_RELAY_*``), so the bytes depend
+  on nothing player-specific and never disturb a connection's own header
+  compression; and FLV viewers sharing a framing and a timeline, as FLV tags;
 * encoded messages accumulate in the group's ``pending`` list and are
-  joined once per flush (every ``merge_ms``); each live player then gets
+  joined (and, for a framed encoding, wrapped in one HTTP chunk or
+  WebSocket frame) once per flush (every ``merge_ms``); each live player then gets
   exactly one ``write`` of that shared ``bytes`` object, or, for a large
   flush, one ``sendfile`` of the same pages (``relay/shared.py``: the
   kernel does not copy the bytes per player);
@@ -40,12 +43,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamgate.errors import ProtocolError
 from streamgate.relay.bitrate import BitrateMeter
 from streamgate.relay.clock import Clock, TimerHandle, notify
 from streamgate.relay.delivery import Delivery, WriteOnly
+from streamgate.relay.encoding import Encoding, RtmpChunks
 from streamgate.relay.shared import SENDFILE_MIN, SharedFile, sendfile_available
 from streamgate.rtmp import amf0
-from streamgate.rtmp.chunk import encode_message
 from streamgate.rtmp.codecs import (
     AudioDescription,
     VideoDescription,
@@ -59,17 +63,17 @@ from streamgate.rtmp.flv import (
     classify_audio,
     classify_video,
 )
-from streamgate.rtmp.messages import CSID_RELAY_AUDIO, CSID_RELAY_DATA, CSID_RELAY_VIDEO, MsgType
+from streamgate.rtmp.messages import MsgType
 
 __all__ = ["AUDIO", "BOTH", "VIDEO", "FanoutSettings", "Player", "PlayerSink", "Stream"]
 
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
 _VIDEO = int(MsgType.VIDEO)
-_CSID = {
-    MsgType.AUDIO: CSID_RELAY_AUDIO,
-    MsgType.VIDEO: CSID_RELAY_VIDEO,
-    MsgType.DATA_AMF0: CSID_RELAY_DATA,
-}
+_AUDIO = int(MsgType.AUDIO)
+_DATA = int(MsgType.DATA_AMF0)
+# FLV timelines kept per framing and kinds: a viewer arriving when they are all
+# in use joins the newest one (its timestamps then start a little above 0).
+MAX_TIMELINES = 8
 
 # The kinds of media a player receives (receiveAudio / receiveVideo), as bits.
 # Data messages (onMetaData) go to every player.
@@ -120,11 +124,13 @@ class Player:
 
 
 class _Group:
-    """Players that share one encoding (same message stream id, kinds and chunk size)."""
+    """Players that share one encoding (``relay/encoding.py``) and kinds of media."""
 
     __slots__ = (
         "awaiting_keyframe",
-        "chunk_size",
+        "encode",
+        "encoding",
+        "frame",
         "gop_bytes",
         "gop_pending",
         "kf_index",
@@ -134,13 +140,14 @@ class _Group:
         "pending",
         "skipping",
         "start_cache",
-        "stream_id",
     )
 
-    def __init__(self, stream_id: int, kinds: int, chunk_size: int) -> None:
-        self.stream_id = stream_id
+    def __init__(self, encoding: Encoding, kinds: int) -> None:
+        self.encoding = encoding
+        self.encode = encoding.encode
+        # Wraps a flush's parts for the wire (HTTP chunk, WebSocket frame); None: joined.
+        self.frame = encoding.frame if encoding.framed else None
         self.kinds = kinds
-        self.chunk_size = chunk_size
         self.live: dict[Player, Callable[[bytes], None]] = {}
         self.skipping: set[Player] = set()
         self.pending: list[bytes] = []
@@ -154,8 +161,8 @@ class _Group:
         self.start_cache: bytes | None = None
 
     @property
-    def key(self) -> tuple[int, int, int]:
-        return self.stream_id, self.kinds, self.chunk_size
+    def key(self) -> tuple[object, int]:
+        return self.encoding.key, self.kinds
 
     def __len__(self) -> int:
         return len(self.live) + len(self.skipping)
@@ -169,7 +176,7 @@ class Stream:
         self.name = name
         self.clock = clock
         self.settings = settings
-        self.groups: dict[tuple[int, int, int], _Group] = {}
+        self.groups: dict[tuple[object, int], _Group] = {}
         self.gop: list[tuple[int, int, bytes]] = []
         self.gop_size = 0
         self.metadata: bytes | None = None  # "onMetaData" body, re-encoded
@@ -193,6 +200,9 @@ class Stream:
         self.ended = False
         # Called when the last player leaves (the edge lingers, then closes its link).
         self.on_empty: Callable[[], None] | None = None
+        # Called once when the stream becomes ``described`` (FLV viewers that
+        # arrived first wait for it: their file header states the tracks).
+        self.describe_waiters: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ inbound
 
@@ -221,6 +231,8 @@ class Stream:
                 if kind == VIDEO_KEYFRAME:
                     keyframe = True
                     self.last_keyframe = now
+                    if self.describe_waiters:
+                        self._described()
                 elif kind == VIDEO_CONFIG:
                     self.video_config = (timestamp, payload)
                     self.video = describe_video(payload)
@@ -250,6 +262,8 @@ class Stream:
             return
         self.metadata = payload
         self._invalidate_start()
+        if self.describe_waiters:
+            self._described()
         self._append(MsgType.DATA_AMF0, timestamp, self.metadata, False)
 
     def _append(self, type_id: int, timestamp: int, payload: bytes, keyframe: bool) -> None:
@@ -271,14 +285,11 @@ class Stream:
                 else:
                     self.gop.append((type_id, timestamp, payload))
                     in_gop = True
-        csid = _CSID[type_id]
         kind = _KIND_OF.get(type_id, 0)  # 0: data, for everyone
         for group in self.groups.values():
             if kind and not group.kinds & kind:
                 continue
-            data = encode_message(
-                csid, timestamp, type_id, group.stream_id, payload, group.chunk_size
-            )
+            data = group.encode(type_id, timestamp, payload)
             if keyframe and group.kf_index < 0:
                 group.kf_index = len(group.pending)
                 group.kf_timestamp = timestamp
@@ -321,9 +332,11 @@ class Stream:
             pending = group.pending
             if not pending:
                 continue
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            if group.frame is not None:
+                data = group.frame(pending)
+            else:
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
             kf_index, kf_timestamp = group.kf_index, group.kf_timestamp
-            offsets = [len(p) for p in pending[:kf_index]] if kf_index > 0 else []
             # Reset before writing: nothing a write triggers can see a stale batch.
             group.pending = []
             group.gop_pending = 0
@@ -338,7 +351,7 @@ class Stream:
                 if shared is not None:
                     shared.clear()
             if group.skipping:
-                self._serve_skipping(group, data, kf_index, sum(offsets), kf_timestamp)
+                self._serve_skipping(group, pending, kf_index, kf_timestamp)
         if self._regroup:
             self._apply_regroup()
 
@@ -380,7 +393,7 @@ class Stream:
             self._shared = None
 
     def _serve_skipping(
-        self, group: _Group, data: bytes, kf_index: int, kf_offset: int, kf_timestamp: int
+        self, group: _Group, pending: list[bytes], kf_index: int, kf_timestamp: int
     ) -> None:
         """Resume skipping players that drained, at this batch's first keyframe
         (at once for a stream without video); drop those congested too long."""
@@ -395,9 +408,10 @@ class Stream:
                     continue
                 if resume is None:
                     if kf_index < 0:
-                        resume = self._header_bytes(group, self.last_timestamp) + data
+                        parts = [self._header_bytes(group, self.last_timestamp), *pending]
                     else:
-                        resume = self._header_bytes(group, kf_timestamp) + data[kf_offset:]
+                        parts = [self._header_bytes(group, kf_timestamp), *pending[kf_index:]]
+                    resume = b"".join(parts) if group.frame is None else group.frame(parts)
                 group.skipping.discard(player)
                 group.live[player] = player.write
                 try:
@@ -432,10 +446,9 @@ class Stream:
 
     def _gop_bytes(self, group: _Group) -> list[bytes]:
         if group.gop_bytes is None:
-            chunk_size = group.chunk_size
-            sid, kinds = group.stream_id, group.kinds
+            encode, kinds = group.encode, group.kinds
             group.gop_bytes = [
-                encode_message(_CSID[t], ts, t, sid, payload, chunk_size)
+                encode(t, ts, payload)
                 for t, ts, payload in self.gop
                 if t not in _KIND_OF or kinds & _KIND_OF[t]
             ]
@@ -446,31 +459,18 @@ class Stream:
     ) -> bytes:
         """Metadata and the sequence headers of ``kinds`` (the group's), the
         media ones stamped ``ts``."""
-        chunk_size = group.chunk_size
-        sid = group.stream_id
+        encode = group.encode
         if kinds is None:
             kinds = group.kinds
         parts = []
         if metadata and self.metadata is not None:
             # Timestamp 0: FFmpeg's FLV demuxer turns onMetaData at any other
-            # time into a spurious data stream.
-            parts.append(
-                encode_message(
-                    CSID_RELAY_DATA, 0, MsgType.DATA_AMF0, sid, self.metadata, chunk_size
-                )
-            )
+            # time into a spurious data stream (an FLV timeline's 0 is its base).
+            parts.append(encode(_DATA, 0, self.metadata))
         if self.video_config is not None and kinds & VIDEO:
-            parts.append(
-                encode_message(
-                    CSID_RELAY_VIDEO, ts, MsgType.VIDEO, sid, self.video_config[1], chunk_size
-                )
-            )
+            parts.append(encode(_VIDEO, ts, self.video_config[1]))
         if self.audio_config is not None and kinds & AUDIO:
-            parts.append(
-                encode_message(
-                    CSID_RELAY_AUDIO, ts, MsgType.AUDIO, sid, self.audio_config[1], chunk_size
-                )
-            )
+            parts.append(encode(_AUDIO, ts, self.audio_config[1]))
         return b"".join(parts)
 
     # ------------------------------------------------------------ players
@@ -479,6 +479,14 @@ class Stream:
     def player_count(self) -> int:
         return sum(len(g) for g in self.groups.values())
 
+    def viewers(self) -> dict[str, int]:
+        """Players by protocol ("rtmp", "flv", "ws-flv")."""
+        counts = dict.fromkeys(("rtmp", "flv", "ws-flv"), 0)
+        for group in self.groups.values():
+            protocol = group.encoding.protocol
+            counts[protocol] = counts.get(protocol, 0) + len(group)
+        return counts
+
     def add_player(
         self,
         sink: PlayerSink,
@@ -486,35 +494,89 @@ class Stream:
         delivery: Delivery | None = None,
         kinds: int = BOTH,
         chunk_size: int | None = None,
+        encoding: Encoding | None = None,
     ) -> Player:
         """Attach a player; ``delivery`` is how its bytes reach it (the
         server's; by default the sink's ``write``), ``kinds`` what it receives
         (AUDIO, VIDEO or BOTH), ``chunk_size`` the one its connection
-        announced (what it decodes with; the settings' when not given)."""
-        if chunk_size is None:
-            chunk_size = self.settings.chunk_size
-        group = self._group(stream_id, kinds, chunk_size)
+        announced (what it decodes with; the settings' when not given).
+
+        ``encoding``: how its bytes are made, when not RTMP chunks of
+        ``stream_id`` and ``chunk_size`` (an FLV viewer's ``FlvTags``: it is
+        put on the timeline that starts at what it is sent first, shared with
+        the viewers who started there; at most ``MAX_TIMELINES`` of them are
+        kept per framing, then it joins the newest)."""
+        if encoding is None:
+            if chunk_size is None:
+                chunk_size = self.settings.chunk_size
+            wire: Encoding = RtmpChunks(stream_id, chunk_size)
+        else:
+            wire = self._timeline(encoding, kinds) if encoding.timeline else encoding
+        group = self._group(wire, kinds)
         if delivery is None:
             delivery = WriteOnly(sink.write)
         player = Player(sink, stream_id, group, delivery)
         if self._sendfile:
             player.fd = delivery.sendfile_fd
         start = self._start_bytes(group)
+        preamble = wire.preamble(*self.tracks())
+        if preamble:
+            start = preamble + start
         if start:
-            player.write(start)
+            player.write(start if group.frame is None else group.frame((start,)))
         gop = group.gop_bytes or ()
         if kinds & VIDEO and len(gop) <= group.gop_pending:  # no keyframe reached it yet
             group.awaiting_keyframe = True
         group.live[player] = player.write
         return player
 
-    def _group(self, stream_id: int, kinds: int, chunk_size: int) -> _Group:
-        group = self.groups.get((stream_id, kinds, chunk_size))
+    def _group(self, encoding: Encoding, kinds: int) -> _Group:
+        group = self.groups.get((encoding.key, kinds))
         if group is None:
-            group = self.groups[stream_id, kinds, chunk_size] = _Group(
-                stream_id, kinds, chunk_size
-            )
+            group = self.groups[encoding.key, kinds] = _Group(encoding, kinds)
         return group
+
+    def _timeline(self, encoding: Encoding, kinds: int) -> Encoding:
+        """The timeline a new FLV viewer joins: the one that starts at the first
+        timestamp it is sent (the GOP's earliest), or the newest when the
+        stream already keeps ``MAX_TIMELINES`` of its framing."""
+        start = min(ts for _, ts, _ in self.gop) if self.gop else self.last_timestamp
+        wanted = encoding.at(start)
+        if (wanted.key, kinds) in self.groups:
+            return wanted
+        family = [
+            g.encoding
+            for g in self.groups.values()
+            if g.kinds == kinds and g.encoding.family == wanted.family
+        ]
+        if len(family) >= MAX_TIMELINES:
+            return family[-1]  # dicts keep insertion order: the newest
+        return wanted
+
+    def tracks(self) -> tuple[bool, bool]:
+        """(audio, video): the kinds of media this stream carries, as far as
+        known (sequence headers, the GOP, or the metadata's codec ids)."""
+        audio = self.audio_config is not None or self.audio is not None
+        video = self.video_config is not None or self.video is not None
+        if not (audio and video):
+            for type_id, _, _ in self.gop:
+                audio |= type_id == _AUDIO
+                video |= type_id == _VIDEO
+        if not (audio and video) and self.metadata is not None:
+            keys = _metadata_keys(self.metadata)
+            audio |= "audiocodecid" in keys
+            video |= "videocodecid" in keys
+        return audio, video
+
+    def _described(self) -> None:
+        waiters, self.describe_waiters = self.describe_waiters, []
+        for waiter in waiters:
+            notify(waiter)
+
+    @property
+    def described(self) -> bool:
+        """Whether :meth:`tracks` is settled: the metadata or a keyframe came."""
+        return self.metadata is not None or bool(self.gop) or self.last_keyframe is not None
 
     def set_kinds(self, player: Player, kinds: int) -> None:
         """The player turned audio or video on or off (receiveAudio / receiveVideo).
@@ -540,7 +602,7 @@ class Stream:
             old.skipping.discard(player)
             if not old:
                 del self.groups[old.key]
-            group = player.group = self._group(player.stream_id, kinds, old.chunk_size)
+            group = player.group = self._group(old.encoding, kinds)
             video_on = kinds & ~old.kinds & VIDEO and self.video_config is not None
             if not live or video_on:
                 group.skipping.add(player)
@@ -595,3 +657,15 @@ class Stream:
         self._sendfile = False
         for player in players:
             notify(player.sink.stream_ended, code, description)
+
+
+def _metadata_keys(payload: bytes) -> set[str]:
+    """The keys of an onMetaData body ("onMetaData" then an object or ECMA array)."""
+    try:
+        values = amf0.decode_all(payload)
+    except (ProtocolError, ValueError):  # a peer's bytes: unreadable means unknown
+        return set()
+    for value in values[1:2]:
+        if isinstance(value, dict):
+            return {str(k) for k in value}
+    return set()

@@ -75,6 +75,7 @@ __all__ = [
     "ConnState",
     "ConnectionLimits",
     "ServerConnection",
+    "name_problem",
     "split_query",
 ]
 
@@ -158,7 +159,7 @@ _UNPRINTABLE: Final = re.compile(
 )
 
 
-def _name_problem(text: str) -> str | None:
+def name_problem(text: str) -> str | None:
     """Why an app or stream name is refused, or ``None``.
 
     Names end up in keys, logs, URLs, API answers and file names: a peer may
@@ -621,7 +622,7 @@ class ServerConnection(_Connection):
         props = args[0] if args and isinstance(args[0], dict) else {}
         self._connect_tid = tid
         raw = _text(props.get("app"))
-        problem = _name_problem(raw)
+        problem = name_problem(raw)
         if problem is not None:
             self.reject_connect(f"invalid app name: {problem}")
             raise RemoteProtocolError(f"invalid app name: {problem}")
@@ -651,7 +652,7 @@ class ServerConnection(_Connection):
     def _stream_name(self, stream_id: int, args: list[Any], command: str, code: str) -> str:
         """The name argument of publish or play; a bad one is refused with a status."""
         raw = _text(args[1]) if len(args) > 1 else ""
-        problem = _name_problem(raw)
+        problem = name_problem(raw)
         if problem is not None:
             self.refuse(stream_id, code, f"invalid stream name: {problem}")
             raise RemoteProtocolError(f"{command} refused: invalid stream name: {problem}")

@@ -13,7 +13,20 @@ from typing import Protocol
 
 from streamgate.relay.stream import Player, Stream
 
-__all__ = ["Client"]
+__all__ = ["Client", "ClientIds", "next_client_id"]
+
+
+class ClientIds:
+    """Client ids, unique in the process whatever the protocol; a worker of
+    several numbers its clients apart from the others' (``base``)."""
+
+    base = 0
+    issued = 0  # connections accepted so far
+
+
+def next_client_id() -> int:
+    ClientIds.issued += 1
+    return ClientIds.base + ClientIds.issued
 
 
 class Client(Protocol):
@@ -25,6 +38,10 @@ class Client(Protocol):
     connected_at: float  # loop time of its TCP handshake
     closed: bool
     paused: bool  # its socket asked us to stop writing
+
+    @property
+    def protocol(self) -> str:
+        """"rtmp", "flv" or "ws-flv"."""
 
     @property
     def role(self) -> str:

@@ -111,6 +111,13 @@ class ServerContext:
         ctx.cluster = _cluster(settings, bans, clock, ctx.edge)
         return ctx
 
+    def forget(self, client_id: int) -> None:
+        """A client's connection is gone (a shutdown waits for the last one)."""
+        self.sessions.pop(client_id, None)
+        drained = self.drained
+        if drained is not None and not self.sessions and not drained.done():
+            drained.set_result(None)
+
     def trusted(self, ip: str) -> bool:
         store = self.bans.store
         return isinstance(store, MemoryBanStore) and store.allowed(ip)

@@ -24,6 +24,7 @@ from streamgate.auth import AuthDecision
 from streamgate.errors import ProtocolError
 from streamgate.relay.stream import Player, Stream
 from streamgate.rtmp.connection import ServerConnection
+from streamgate.server.clients import next_client_id
 from streamgate.server.controller import RtmpController
 from streamgate.server.delivery import TransportDelivery
 from streamgate.server.gate import AccessGate
@@ -42,15 +43,12 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a re
 class RtmpSession(asyncio.Protocol):
     """An RTMP connection's adapter: socket <-> core <-> controller."""
 
-    _ids = 0
-    # Where ids start: a worker of several numbers its clients apart from the others'.
-    id_base = 0
+    protocol = "rtmp"
 
     def __init__(self, ctx: ServerContext, gate: type[AccessGate] = AccessGate) -> None:
         self.ctx = ctx
         self._gate = gate
-        RtmpSession._ids += 1
-        self.id = RtmpSession.id_base + RtmpSession._ids
+        self.id = next_client_id()
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection | None = None
         self.controller: RtmpController | None = None
@@ -156,10 +154,7 @@ class RtmpSession(asyncio.Protocol):
             controller.lost(exc)
             controller.gate.release(self.ip)
             controller.log_end(self.ctx.loop.time())
-        self.ctx.sessions.pop(self.id, None)
-        drained = self.ctx.drained
-        if drained is not None and not self.ctx.sessions and not drained.done():
-            drained.set_result(None)
+        self.ctx.forget(self.id)
         if self._timer is not None:
             self._timer.cancel()
 

@@ -228,7 +228,7 @@ def build_routes(sup: Machine) -> list[Route]:
         """From the worker holding the stream at first hand (see the module's doc)."""
         app, name = args
         path = f"/api/v1/streams/{quote(app, safe='')}/{quote(name, safe='')}"
-        got, _ = await ask_all(Request("GET", path, request.headers, request.peer))
+        got, _ = await ask_all(Request("GET", path, request.headers, peer=request.peer))
         holders: list[tuple[int, int]] = []  # (preference, worker)
         for worker, (status, body) in got.items():
             if status == 200:

@@ -284,14 +284,17 @@ def _check_free(settings: Settings) -> None:
     """The RTMP addresses must be free before the workers share them: the workers
     bind with SO_REUSEPORT, which would let a second machine's workers (the same
     user's) join the first's silently instead of failing."""
-    for host, port in listen_addresses(settings.rtmp.listen):
+    shared = [("[rtmp] listen", a) for a in listen_addresses(settings.rtmp.listen)]
+    if settings.flv.enabled:
+        shared += [("[flv] listen", a) for a in listen_addresses(settings.flv.listen)]
+    for setting, (host, port) in shared:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         probe = socket.socket(family, socket.SOCK_STREAM)
         try:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
         except OSError as exc:
-            raise cannot_listen("[rtmp] listen", host, port, exc) from None
+            raise cannot_listen(setting, host, port, exc) from None
         finally:
             probe.close()
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from streamgate.edge.budgeted import BudgetedConnector
 from streamgate.rtmp.messages import Status
 from streamgate.server.binding import cannot_listen
+from streamgate.server.clients import ClientIds
 from streamgate.server.context import ServerContext, _edge_timing, _fanout
 from streamgate.server.gate import TrustedGate
 from streamgate.server.session import RtmpSession
@@ -93,7 +94,7 @@ class WorkerRole:
 
     def attach(self, ctx: ServerContext) -> None:
         """Route the context's plays and make its protection machine-wide."""
-        RtmpSession.id_base = self.id * ID_SPAN
+        ClientIds.base = self.id * ID_SPAN
         settings = ctx.settings
         negative = ctx.edge.negative if ctx.edge is not None else None
         self.router = WorkerRouter.build(

@@ -18,6 +18,7 @@ import uvloop
 
 from streamgate.client import RtmpClient
 from streamgate.config import Settings, load_settings
+from streamgate.flv.server import FlvServer
 from streamgate.server.context import ServerContext
 from streamgate.server.listener import RtmpServer
 from streamgate.server.session import RtmpSession
@@ -42,6 +43,7 @@ class ServerThread:
         self.loop = uvloop.new_event_loop()
         self.ctx: ServerContext | None = None
         self.server: RtmpServer | None = None
+        self.flv: FlvServer | None = None  # [flv] enabled: the HTTP-FLV listener
         self._thread = threading.Thread(target=self._run, name="streamgate-test", daemon=True)
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -70,9 +72,16 @@ class ServerThread:
         self.ctx = ServerContext.build(self.settings, asyncio.get_running_loop())
         self.server = RtmpServer(self.ctx)
         await self.server.start()
+        if self.settings.flv.enabled:
+            self.flv = FlvServer(self.ctx)
+            await self.flv.start()
         self._started.set()
         await self._stop.wait()
+        if self.flv is not None:
+            self.flv.stop_accepting()
         await self.server.close()
+        if self.flv is not None:
+            await self.flv.close()
 
     def start(self) -> Self:
         self._thread.start()
@@ -105,6 +114,15 @@ class ServerThread:
 
     def url(self, name: str, app: str = "live") -> str:
         return f"rtmp://127.0.0.1:{self.port}/{app}/{name}"
+
+    @property
+    def flv_port(self) -> int:
+        assert self.flv is not None, "[flv] enabled = true is needed"
+        return self.flv.port
+
+    def flv_url(self, name: str, app: str = "live", scheme: str = "http") -> str:
+        """The HTTP-FLV (or, with ``scheme="ws"``, WebSocket-FLV) URL of a stream."""
+        return f"{scheme}://127.0.0.1:{self.flv_port}/{app}/{name}.flv"
 
     def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
         """Run ``fn`` on the server loop (where its state lives) and return the result."""

@@ -1,0 +1,1 @@
+"""Browser viewers: HTTP-FLV and WebSocket-FLV on the ``[flv]`` listener."""
