@@ -145,7 +145,9 @@ def play_urls(
     flv = settings.flv
     if flv.enabled:
         flv_host, flv_port = listen_host(flv.listen)
-        path = f"/{quote(app, safe='')}/{quote(name, safe='/')}.flv{suffix}"
+        # The listener takes the app up to the last slash: a name holding one cannot
+        # be played over FLV (its slash is sent encoded all the same).
+        path = f"/{quote(app, safe='/')}/{quote(name, safe='')}.flv{suffix}"
         view["flv"] = f"http://{host or flv_host}:{flv_port}{path}"
         if flv.websocket:
             view["ws"] = f"ws://{host or flv_host}:{flv_port}{path}"

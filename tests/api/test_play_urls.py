@@ -70,7 +70,7 @@ def test_without_a_host_the_listen_address_is_used() -> None:
     settings = load_settings(None, rtmp={"listen": "[::]:1937"}, flv={"enabled": True})
     view = play_urls(settings, PlayKeys(), "live", "a b/c", host=None)
     assert view["rtmp"] == "rtmp://127.0.0.1:1937/live/a b/c"
-    assert view["flv"] == "http://127.0.0.1:8088/live/a%20b/c.flv"
+    assert view["flv"] == "http://127.0.0.1:8088/live/a%20b%2Fc.flv"
 
 
 def _query(url: str) -> str:
@@ -127,12 +127,12 @@ def test_a_hook_cannot_be_signed_here() -> None:
 
 
 def test_the_endpoint() -> None:
-    port = free_port()  # the URLs carry the configured port: not 0
+    port, flv_port = free_port(), free_port()  # the URLs carry the configured ports: not 0
     with ApiThread(
         rtmp={"listen": f"127.0.0.1:{port}"},
         http={"token": TOKEN},
         auth={"play": "signed", "keys": {"k1": "play-secret"}},
-        flv={"enabled": True, "listen": "127.0.0.1:18088"},
+        flv={"enabled": True, "listen": f"127.0.0.1:{flv_port}"},
     ) as gw:
         path = "/api/v1/streams/live/some%2Fcam/play-urls"
         assert gw.get(path).status == 401
@@ -140,8 +140,8 @@ def test_the_endpoint() -> None:
         assert reply.status == 200
         view = reply.json()
         assert view["name"] == "some/cam"
-        assert view["flv"].startswith("http://viewer.example:18088/live/some/cam.flv?exp=")
-        assert view["ws"].startswith("ws://viewer.example:18088/live/some/cam.flv?exp=")
+        assert view["flv"].startswith(f"http://viewer.example:{flv_port}/live/some%2Fcam.flv?exp=")
+        assert view["ws"].startswith(f"ws://viewer.example:{flv_port}/live/some%2Fcam.flv?exp=")
         assert view["rtmp"].startswith(f"rtmp://viewer.example:{port}/live/some/cam?exp=")
         verifier = SignedVerifier({"k1": b"play-secret"}, 0.0, False)
         request = TokenRequest("play", "live", "some/cam", _query(view["flv"]), "")
