@@ -95,6 +95,7 @@ class ApiServer:
                 http=self.http,
                 api_counters=self.api.counters,
                 max_stream_series=max_stream_series,
+                thumbnails=self.api.thumbnails,
             )
         )
         # process_* series (CPU, memory, fds, start time) under our prefix.
