@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import io
 import random
 import threading
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from streamgate.api.thumbnails import Thumbnailer, ThumbnailError, make_jpeg
 from streamgate.client import RtmpClient
-from streamgate.demo import DemoClip, encode_clip
+from streamgate.demo import DemoClip, encode_clip, parse_flv
 from streamgate.relay.clock import LoopClock
 from streamgate.relay.stream import FanoutSettings, Stream
 from streamgate.rtmp.codecs import video_tag
@@ -84,6 +85,47 @@ def test_the_tag_header_is_stripped_for_the_decoder() -> None:
     assert jpeg_size(make_jpeg(ex_config, coded)) == (320, 180)
     assert video_tag(b"") is None and video_tag(b"\x17") is None
     assert video_tag(b"\x57\x00") is None  # a command frame
+
+
+def _encoded(encoder: str, options: dict[str, str]) -> tuple[bytes, bytes]:
+    """(sequence header, keyframe) of a short clip PyAV encodes with ``encoder``, muxed by
+    FFmpeg's FLV muxer (Enhanced RTMP FourCC headers for HEVC and AV1)."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="flv") as muxer:
+        stream = muxer.add_stream(encoder, rate=25)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = dict(options)
+        with av.open("testsrc2=size=320x240:rate=25:duration=0.4", format="lavfi") as source:
+            for frame in source.decode(video=0):
+                frame.pts = None
+                muxer.mux(stream.encode(frame))
+        muxer.mux(stream.encode(None))
+    messages = parse_flv(out.getvalue()).messages
+    config = next(p for t, _, p in messages if t == VIDEO and classify_video(p) == VIDEO_CONFIG)
+    keyframe = next(
+        p for t, _, p in messages if t == VIDEO and classify_video(p) == VIDEO_KEYFRAME
+    )
+    return config, keyframe
+
+
+@pytest.mark.parametrize(
+    ("encoder", "codec", "fourcc", "options"),
+    [
+        ("libx265", "hevc", b"hvc1", {"x265-params": "log-level=none"}),
+        ("libsvtav1", "av1", b"av01", {"preset": "12"}),
+    ],
+)
+def test_hevc_and_av1_keyframes_make_jpegs(
+    encoder: str, codec: str, fourcc: bytes, options: dict[str, str]
+) -> None:
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {encoder} encoder to make {codec} with")
+    config, keyframe = _encoded(encoder, options)
+    assert config[0] & 0x80 and config[1:5] == fourcc  # an Enhanced RTMP header
+    tag = video_tag(config)
+    assert tag is not None and tag.codec == codec
+    assert jpeg_size(make_jpeg(config, keyframe)) == (320, 240)
 
 
 def test_codecs_without_a_decoder_are_415() -> None:
