@@ -72,6 +72,10 @@ class GatewayProcess:
         sections = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
         sections.setdefault("rtmp", {})["listen"] = f"127.0.0.1:{self.port}"
         sections.setdefault("http", {})["listen"] = f"127.0.0.1:{self.http_port}"
+        self.flv_port = 0  # [flv] enabled: the HTTP-FLV listener's port
+        if sections.get("flv", {}).get("enabled"):
+            self.flv_port = free_port()
+            sections["flv"]["listen"] = f"127.0.0.1:{self.flv_port}"
         self.settings = sections
         self.config = workdir / "conf.toml"
         self.config.write_text(toml_text(sections))

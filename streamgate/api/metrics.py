@@ -102,6 +102,7 @@ _LABELLED_COUNTERS = {
 _ORIGIN_STATES = ("live", "idle")
 _EDGE_STATES = ("starting", "live", "linger", "reconnecting", "backing-off")
 _ROLES = ("publisher", "player", "unknown")
+_PROTOCOLS = ("rtmp", "flv", "ws-flv")
 
 
 class LoopLagMonitor:
@@ -188,6 +189,7 @@ class _BytesTotal:
 @dataclass(slots=True)
 class _StreamRow:
     players: int = 0
+    viewers: Counter[str] = field(default_factory=Counter)  # players by protocol
     publishers: int = 0
     bytes_in: int = 0
 
@@ -269,12 +271,16 @@ class StreamgateCollector:
             states.update({("pulled", s): 0 for s in _EDGE_STATES})
         rows: dict[tuple[str, str], _StreamRow] = {}
         players = 0
+        viewers: Counter[str] = Counter(dict.fromkeys(_PROTOCOLS, 0))
         for ref in refs:
             states[(ref.role, ref.state)] += 1
             row = rows.setdefault((ref.app, ref.name), _StreamRow())
             count = ref.stream.player_count
             players += count
             row.players += count
+            by_protocol = ref.stream.viewers()
+            viewers.update(by_protocol)
+            row.viewers.update(by_protocol)
             row.publishers += 1 if ref.ingest is None or ref.ingest.link is not None else 0
             row.bytes_in += ref.stream.bytes_in
         family = GaugeMetricFamily(
@@ -286,6 +292,14 @@ class StreamgateCollector:
         yield GaugeMetricFamily(
             "streamgate_players", "Players attached to streams (all streams).", value=players
         )
+        viewer_family = GaugeMetricFamily(
+            "streamgate_viewers",
+            "Players attached to streams, by protocol (rtmp, flv, ws-flv).",
+            labels=["protocol"],
+        )
+        for protocol, count in sorted(viewers.items()):
+            viewer_family.add_metric([protocol], count)
+        yield viewer_family
         waiting = ctx.hub.waiting + sum(len(i.waiters) for i in (ctx.edge or ()))
         yield GaugeMetricFamily(
             "streamgate_waiting_players", "Players waiting for a stream to start.", value=waiting
@@ -313,11 +327,20 @@ class StreamgateCollector:
             "Media payload bytes received per stream (top streams only; resets with the stream).",
             labels=labels,
         )
+        per_viewers = GaugeMetricFamily(
+            "streamgate_stream_viewers",
+            "Players per stream by protocol (top streams only).",
+            labels=[*labels, "protocol"],
+        )
         for (app, name), row in shown:
             per_players.add_metric([app, name], row.players)
+            for protocol, count in sorted(row.viewers.items()):
+                if count:
+                    per_viewers.add_metric([app, name, protocol], count)
             per_publishers.add_metric([app, name], row.publishers)
             per_bytes.add_metric([app, name], row.bytes_in)
         yield per_players
+        yield per_viewers
         yield per_publishers
         yield per_bytes
         yield GaugeMetricFamily(

@@ -29,6 +29,7 @@ from streamgate.client import RtmpClient
 from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
+from tests.flv.viewer import ViewerResult, view
 from tests.peers import NginxRtmp, free_port, publisher, wait_until
 from tests.processes import ConnectCounter
 from tests.workers.machine import Audience, Machine, PlayerRun
@@ -91,6 +92,62 @@ def test_400_players_over_two_workers_cost_one_origin_link(
             assert max(links) == 1, f"origin play connections seen: {sorted(set(links))}"
             assert sorted(seen) == [0, 1] and all(seen.values()), seen
             print(f"players per worker (peak seen): {seen}")
+        finally:
+            assert edge.stop() == 0, edge.log()
+
+
+def test_http_flv_and_websocket_viewers_over_two_workers_share_the_one_origin_link(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    with publisher(nginx.url("live", "x")):
+        wait_until(lambda: nginx.publishing("live", "x"), timeout=15, what="ffmpeg publishing")
+        edge = Machine(tmp_path, nginx.rtmp_port, flv={"enabled": True}).start()
+        try:
+            links: list[int] = []
+            by_worker: dict[tuple[int, str], int] = {}
+
+            async def watch() -> tuple[list[ViewerResult], list[PlayerRun]]:
+                views = [ViewerResult() for _ in range(60)]
+                tasks = [
+                    asyncio.ensure_future(
+                        view("127.0.0.1", edge.flv_port, "/live/x.flv", websocket=i % 2 == 1,
+                             source=SOURCES[i % 8], timeout=60, result=result)
+                    )
+                    for i, result in enumerate(views)
+                ]  # fmt: skip
+                rtmp = Audience([(edge.url("x"), SOURCES[i % 8]) for i in range(20)])
+                deadline = time.monotonic() + 45
+                while time.monotonic() < deadline and not (
+                    all(len(v.flv.tags) >= 30 for v in views)
+                    and all(r.media >= 3 for r in rtmp.runs)
+                ):
+                    links.append(await asyncio.to_thread(edge_plays, nginx, "x"))
+                    clients = await asyncio.to_thread(edge.get, "/api/v1/clients")
+                    for client in clients["clients"]:
+                        if client["role"] == "player":
+                            key = (client["worker"], client["protocol"])
+                            count = sum(
+                                1 for c in clients["clients"]
+                                if (c["worker"], c["protocol"]) == key and c["role"] == "player"
+                            )  # fmt: skip
+                            by_worker[key] = max(by_worker.get(key, 0), count)
+                    await asyncio.sleep(0.5)
+                runs = await rtmp.end()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                return views, runs
+
+            views, runs = asyncio.run(watch())
+            short = [len(v.flv.tags) for v in views if len(v.flv.tags) < 30]
+            assert not short, f"{len(short)} HTTP viewers got too little: {short[:5]}"
+            assert all(v.flv.flags == 0x05 for v in views)
+            assert all(r.media >= 3 for r in runs), [r for r in runs if r.media < 3][:3]
+            assert max(links) == 1, f"origin play connections seen: {sorted(set(links))}"
+            for worker in (0, 1):  # both workers served HTTP viewers, over both transports
+                served = by_worker.get((worker, "flv")), by_worker.get((worker, "ws-flv"))
+                assert all(served), by_worker
+            print(f"players per worker and protocol (peak seen): {by_worker}")
         finally:
             assert edge.stop() == 0, edge.log()
 
