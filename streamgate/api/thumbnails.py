@@ -216,14 +216,15 @@ class Thumbnailer:
         entry = _Entry(keyframe, now, entry.jpeg if entry is not None else None)
         self._cache[stream] = entry
         # A task of its own: a request that goes away does not stop the decode
-        # others may be waiting for.
+        # others may be waiting for. Counted from now, so that requests for many
+        # streams in one loop turn see each other.
+        self.pending += 1
         task = self.loop.create_task(self._make(entry, config))
         task.add_done_callback(_retrieve)
         entry.pending = task
         return await asyncio.shield(task)
 
     async def _make(self, entry: _Entry, config: bytes) -> bytes:
-        self.pending += 1
         try:
             entry.jpeg = await self.loop.run_in_executor(
                 self._executor(), make_jpeg, config, entry.keyframe, self.width

@@ -273,6 +273,29 @@ def test_no_keyframe_yet_is_404_and_errors_are_cached() -> None:
     asyncio.run(main())
 
 
+def test_beyond_max_pending_the_older_jpeg_or_503() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        config, keyframe = config_and_keyframe()
+        feed = [(VIDEO, 0, config), (VIDEO, 40, keyframe)]
+        one, two, three = (_stream(loop, feed) for _ in range(3))
+        thumbs = Thumbnailer(loop, interval=0.0, max_pending=1)
+        try:
+            older = await thumbs.jpeg(two)
+            two.on_media(VIDEO, 80, bytes(bytearray(keyframe)))  # a newer keyframe
+            results = await asyncio.gather(
+                thumbs.jpeg(one), thumbs.jpeg(two), thumbs.jpeg(three), return_exceptions=True
+            )
+            assert isinstance(results[0], bytes)  # the one decode allowed
+            assert results[1] is older  # busy: the stream's previous JPEG
+            assert isinstance(results[2], ThumbnailError) and results[2].status == 503
+            assert thumbs.made == 2 and thumbs.pending == 0
+        finally:
+            thumbs.close()
+
+    asyncio.run(main())
+
+
 def test_a_request_that_goes_away_does_not_stop_the_decode() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
