@@ -2,10 +2,11 @@
 driven by Playwright, against real ``streamgate run`` processes fed by ffmpeg.
 
 It checks what a person would: the token form, the token leaving the address
-bar, the stream listed with its live thumbnail, a ban and an edge's origin
-shown, no Content-Security-Policy violation or script error, and the player
-playing the stream over HTTP-FLV and over WebSocket-FLV with URLs the API
-signed. A screenshot of each page is saved under ``build/test-artefacts/``.
+bar, the stream listed with its live thumbnail, a ban shown; on an edge in
+front, its origin's health and the pulled stream with its upstream link; no
+Content-Security-Policy violation or script error; and the player playing
+the stream over HTTP-FLV and over WebSocket-FLV with URLs the API signed.
+A screenshot of each page is saved under ``build/test-artefacts/``.
 
 Playwright for Python drives the system's Chromium (``executable_path``; it
 never downloads a browser): it is Microsoft's maintained binding of the
@@ -31,7 +32,16 @@ import pytest
 
 from streamgate.client import RtmpClient
 from streamgate.errors import UpstreamError
-from tests.peers import _in_ci, _missing, free_port, need, process_log, publisher, wait_until
+from tests.peers import (
+    _in_ci,
+    _missing,
+    free_port,
+    need,
+    player,
+    process_log,
+    publisher,
+    wait_until,
+)
 from tests.processes import REPO, GatewayProcess
 
 if TYPE_CHECKING:
@@ -230,14 +240,21 @@ def test_the_page_shows_streams_thumbnails_bans_and_origins(
         page.wait_for_selector(CARD, timeout=20_000)
         assert "token" not in page.url
 
-        # An edge in front of the origin: its page shows the origin's health.
+        # An edge in front of the origin (signing its upstream plays): its page shows
+        # the origin's health and, once an ffmpeg player makes it pull the stream, the
+        # stream with its upstream link and a thumbnail made on the edge.
         edge_settings = {
             "mode": "edge",
             "http": {"token": TOKEN},
-            "edge": {"origins": [f"rtmp://127.0.0.1:{origin.port}"]},
+            "edge": {
+                "origins": [f"rtmp://127.0.0.1:{origin.port}"],
+                "upstream_secret": PLAY_KEY,
+                "upstream_kid": "k1",
+            },
+            "flv": {"enabled": True, "listen": f"127.0.0.1:{free_port()}"},
         }
         with GatewayProcess(tmp_path / "edge", edge_settings) as edge:
-            edge_page = browser.new_page(viewport={"width": 1280, "height": 700})
+            edge_page = browser.new_page(viewport={"width": 1280, "height": 900})
             edge_problems = Problems(edge_page)
             open_page(edge_page, edge)
             row = edge_page.locator("#origins-table tbody tr")
@@ -247,7 +264,25 @@ def test_the_page_shows_streams_thumbnails_bans_and_origins(
             assert f"127.0.0.1:{origin.port}" in row.first.inner_text()
             assert "healthy" in row.first.inner_text()
             assert edge_page.locator("#mode").text_content() == "edge"
-            screenshot(edge_page, "page-edge")
+            with player(edge.url("cam")) as watcher:
+                edge_page.wait_for_selector(CARD, timeout=30_000)
+                edge_page.wait_for_function(
+                    f"""() => {{
+                        const img = document.querySelector('{CARD} img');
+                        return img !== null && img.complete && img.naturalWidth > 0;
+                    }}""",
+                    timeout=30_000,
+                )
+                upstream = edge_page.locator(f'{CARD} [data-field="upstream"]')
+                edge_page.wait_for_function(
+                    f"""() => document.querySelector('{CARD} [data-field="upstream"]')
+                        .textContent.includes('origin healthy')""",
+                    timeout=20_000,
+                )
+                text = upstream.inner_text()
+                assert text.startswith(f"127.0.0.1:{origin.port} \u00b7 live"), text
+                screenshot(edge_page, "page-edge")
+                assert watcher.poll() is None, process_log(watcher)
             assert edge_problems.found == []
         assert problems.found == []
         assert pub.poll() is None, process_log(pub)
