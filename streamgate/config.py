@@ -716,7 +716,22 @@ class ClusterSettings(_Section):
         1.0, gt=0, le=30, description="Seconds to connect to Redis before retrying with backoff."
     )
     command_timeout: float = Field(
-        1.0, gt=0, le=30, description="Seconds a Redis command of the replicator may take."
+        1.0,
+        gt=0,
+        le=30,
+        description="Seconds a Redis command of the replicator may take.",
+    )
+    claim_wait: float = Field(
+        0.25,
+        gt=0,
+        le=30,
+        description=(
+            "Most seconds a cold play waits for a name's claim answered later than "
+            "budget_wait (Redis slow, or this edge's loop behind under a flood), so that "
+            "a slow answer does not make a second asker; past it Redis counts as "
+            "unavailable and the link opens under this edge's own limits. The most a "
+            "play ever waits on Redis."
+        ),
     )
     budget_wait: float = Field(
         0.05,
@@ -724,7 +739,8 @@ class ClusterSettings(_Section):
         le=1,
         description=(
             "Most seconds an upstream connect waits for the fleet connect budget "
-            "([edge] fleet_max_connects_per_second) before the local limit alone decides."
+            "([edge] fleet_max_connects_per_second) before the local limit alone decides; "
+            "a name's claim answered later is late (see claim_wait)."
         ),
     )
     heartbeat_interval: float = Field(

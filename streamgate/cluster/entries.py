@@ -28,6 +28,7 @@ __all__ = [
     "Malformed",
     "MissEntry",
     "NodeEntry",
+    "ReleaseEntry",
     "decode_ban",
     "decode_message",
     "decode_miss",
@@ -123,6 +124,22 @@ class LiveEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseEntry:
+    """A node gave up its claim on a name without a verdict (its link failed, was
+    refused or closed first): whoever waited on that claim may ask again now.
+
+    ``claim`` is the value the node claimed with (only the claim made with it is
+    deleted); it stays local, the wire carries the name alone."""
+
+    app: str
+    name: str
+    claim: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": "free", "app": self.app, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
 class NodeEntry:
     """A node's heartbeat."""
 
@@ -131,7 +148,7 @@ class NodeEntry:
     seen: float
 
 
-Event = BanEntry | MissEntry | FailureEntry | LiveEntry
+Event = BanEntry | MissEntry | FailureEntry | LiveEntry | ReleaseEntry
 
 
 def _load(raw: object, what: str, limit: int) -> dict[str, Any]:
@@ -214,11 +231,20 @@ def _live(d: dict[str, Any], now: float) -> LiveEntry:
     return LiveEntry(app, name)
 
 
+def _free(d: dict[str, Any], now: float) -> ReleaseEntry:
+    app = _text(d, "app", "free", _MAX_NAME)
+    name = _text(d, "name", "free", _MAX_NAME)
+    if not app or not name:
+        raise Malformed("free", "empty app or name")
+    return ReleaseEntry(app, name)
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], float], Event]] = {
     "ban": _ban,
     "miss": _miss,
     "fail": _failure,
     "live": _live,
+    "free": _free,
 }
 
 

@@ -40,6 +40,7 @@ from streamgate.cluster.entries import (
     Malformed,
     MissEntry,
     NodeEntry,
+    ReleaseEntry,
     decode_ban,
     decode_message,
     decode_miss,
@@ -81,6 +82,20 @@ if cur then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
+"""
+
+# Deletes a name's claim if it still holds the value this node claimed it with,
+# and then (only then) tells the fleet: a claim made since, by this node or
+# another, is left alone. KEYS[1] the claim; ARGV: the value, the channel, the
+# message.
+_RELEASE = """
+local cur = redis.pcall('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
 """
 
 
@@ -129,6 +144,10 @@ class Replicator:
         self._logged: dict[str, float] = {}
         # Hears every verdict on a name from another node: (key, missing).
         self.on_verdict: Callable[[tuple[str, str], bool], None] | None = None
+        # Hears another node give up its claim on a name without a verdict.
+        self.on_release: Callable[[tuple[str, str]], None] | None = None
+        # Hears each new reading of the nodes' heartbeats (``nodes``).
+        self.on_nodes: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ time
 
@@ -160,6 +179,11 @@ class Replicator:
     def found(self, app: str, name: str) -> None:
         """This node's origin plays ``app``/``name`` (published only, never stored)."""
         self._push(LiveEntry(app, name))
+
+    def released(self, app: str, name: str, claim: str) -> None:
+        """This node no longer asks for ``app``/``name``: delete its claim (the one
+        made with ``claim``) and tell the fleet."""
+        self._push(ReleaseEntry(app, name, claim))
 
     def _push(self, event: Event) -> None:
         if not self._live:
@@ -329,8 +353,21 @@ class Replicator:
                 if ttl > 0:
                     value = json.dumps({**event.to_json(), "node": self.options.node_id})
                     pipe.set(self.keys.miss(event.app, event.name), value, px=ttl)
-        if publish:
-            pipe.publish(self.keys.channel, encode_message(self.options.node_id, events))
+        told: list[Event] = [e for e in events if not isinstance(e, ReleaseEntry)]
+        if publish and told:
+            pipe.publish(self.keys.channel, encode_message(self.options.node_id, told))
+        # After the batch: a name's live verdict reaches the fleet before its release.
+        for event in events:
+            if isinstance(event, ReleaseEntry):
+                message = encode_message(self.options.node_id, [event])
+                pipe.eval(
+                    _RELEASE,
+                    1,
+                    self.keys.probe(event.app, event.name),
+                    event.claim,
+                    self.keys.channel,
+                    message,
+                )
         await pipe.execute()
         for event in events:
             self.counters[f"sent:{type(event).__name__}"] += 1
@@ -403,6 +440,11 @@ class Replicator:
             self.counters["received:live"] += 1
             if self.on_verdict is not None:
                 self.on_verdict(key, False)
+            return
+        if isinstance(event, ReleaseEntry):
+            self.counters["received:free"] += 1
+            if self.on_release is not None:
+                self.on_release((event.app, event.name))
             return
         kind = apply_event(event, self.bans, self.negative, self.to_local, now)
         if kind is not None:
@@ -483,6 +525,8 @@ class Replicator:
                 continue
             nodes[node.node] = node
         self.nodes = nodes
+        if self.on_nodes is not None:
+            self.on_nodes()
 
     # ------------------------------------------------------------ views
 

@@ -94,6 +94,7 @@ class ClusterOptions:
     connect_timeout: float
     command_timeout: float
     budget_wait: float
+    claim_wait: float  # a late claim answer is waited for this long in all
     heartbeat_interval: float
     reconcile_interval: float
     backoff_initial: float
@@ -177,6 +178,7 @@ def cluster_options(settings: Settings) -> ClusterOptions | None:
         connect_timeout=cluster.connect_timeout,
         command_timeout=cluster.command_timeout,
         budget_wait=cluster.budget_wait,
+        claim_wait=max(cluster.claim_wait, cluster.budget_wait),
         heartbeat_interval=cluster.heartbeat_interval,
         reconcile_interval=cluster.reconcile_interval,
         backoff_initial=cluster.backoff_initial,

@@ -90,6 +90,10 @@ class LinkSink(Protocol):
     def link_missing(self, code: str, description: str) -> None:
         """The origin answered: no such stream, or refused us."""
 
+    def link_known_missing(self, code: str, description: str) -> None:
+        """The link never reached the origin: the stream is known missing elsewhere
+        (another edge's verdict, through the fleet). No word on the origin's health."""
+
     def link_ended(self, description: str) -> None:
         """The origin says the stream was unpublished."""
 
@@ -371,6 +375,18 @@ class Ingest:
         else:
             self._finish(Status.PLAY_UNPUBLISH_NOTIFY, description)
 
+    def link_known_missing(self, code: str, description: str) -> None:
+        # Another edge's answer: this origin's breaker and counters move only on
+        # this edge's own answers from it. Closing the link gives an unused
+        # half-open probe back (the lease was never judged).
+        if self.state in (IngestState.STARTING, IngestState.RECONNECTING):
+            self.host.remember_missing(self.key, description)
+        if self.state is IngestState.STARTING:
+            self._refuse_waiters(code, description)
+            self._end(description)
+        else:
+            self._finish(Status.PLAY_UNPUBLISH_NOTIFY, description)
+
     def link_ended(self, description: str) -> None:
         if self.state is IngestState.STARTING:
             self.host.remember_missing(self.key, description)
@@ -573,6 +589,10 @@ class _Sink:
     def link_missing(self, code: str, description: str) -> None:
         if (ingest := self._current()) is not None:
             ingest.link_missing(code, description)
+
+    def link_known_missing(self, code: str, description: str) -> None:
+        if (ingest := self._current()) is not None:
+            ingest.link_known_missing(code, description)
 
     def link_ended(self, description: str) -> None:
         if (ingest := self._current()) is not None:

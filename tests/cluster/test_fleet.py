@@ -4,6 +4,9 @@ one real ``redis-server``, in front of one streamgate origin, over loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +165,60 @@ def test_the_negative_cache_is_shared(redis_server: RedisServer, origin: ServerT
         assert edges[1].counters()["received:miss"] == len(names)
     finally:
         stop_all(edges)
+
+
+class SilentOrigin:
+    """Accepts TCP and never speaks: an upstream link waits out its reply_timeout."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="silent-origin")
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+        self._thread.join(5)
+
+
+def asks(edge: ClusterEdge) -> dict[str, int]:
+    def read() -> dict[str, int]:
+        assert edge.ctx is not None and edge.ctx.cluster is not None
+        assert edge.ctx.cluster.probes is not None
+        return dict(edge.ctx.cluster.probes.counters)
+
+    return edge.call(read)
+
+
+def test_a_claim_given_up_without_a_verdict_releases_the_other_edges_at_once(
+    redis_server: RedisServer,
+) -> None:
+    origin = SilentOrigin()
+    # A claim lasts start_timeout (60 s); the claimer's link fails after 1 s of silence.
+    edges = start_edges(
+        redis_server.url, origin.port, n=2, edge={"start_timeout": 60.0, "reply_timeout": 1.0}
+    )
+    try:
+        first = asyncio.run_coroutine_threadsafe(play(edges[0].url("n"), 1, 30), edges[0].loop)
+        wait_until(lambda: asks(edges[0]).get("claimed") == 1, timeout=10, what="edge1's claim")
+        second = asyncio.run_coroutine_threadsafe(play(edges[1].url("n"), 1, 30), edges[1].loop)
+        # edge2 waits on edge1's claim; edge1's link fails without a verdict and gives
+        # the claim back, so edge2 asks again, claims and asks the origin itself: long
+        # before the 60 s claim would have expired.
+        wait_until(lambda: asks(edges[1]).get("claimed") == 1, timeout=20, what="edge2's claim")
+        assert asks(edges[1]).get("claim_ended") == 1
+        assert asks(edges[0]).get("released") == 1
+        assert first.result(30).statuses == [Status.PLAY_FAILED]
+        assert second.result(30).statuses == [Status.PLAY_FAILED]
+        assert len(origin.accepted) == 2  # one asker at a time
+    finally:
+        stop_all(edges)
+        origin.close()

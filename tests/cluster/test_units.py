@@ -18,6 +18,7 @@ from streamgate.cluster.entries import (
     LiveEntry,
     Malformed,
     MissEntry,
+    ReleaseEntry,
     decode_ban,
     decode_message,
     decode_miss,
@@ -40,7 +41,7 @@ json_values = st.recursive(
     max_leaves=20,
 )
 events = st.fixed_dictionaries(
-    {"k": st.sampled_from(["ban", "miss", "fail", "live", "other"])},
+    {"k": st.sampled_from(["ban", "miss", "fail", "live", "free", "other"])},
     optional={
         "ip": st.sampled_from(["10.0.0.1", "::1", "999.1.1.1", "", "x"]) | json_values,
         "until": st.sampled_from([0, WALL + 60, 1e300, float("nan")]) | json_values,
@@ -65,7 +66,7 @@ def check_decoders(raw: object) -> None:
         _, items = decode_message(raw, WALL)
     except Malformed:
         return
-    kinds = BanEntry | MissEntry | LiveEntry | FailureEntry | Malformed
+    kinds = BanEntry | MissEntry | LiveEntry | FailureEntry | ReleaseEntry | Malformed
     assert all(isinstance(e, kinds) for e in items)
 
 
@@ -207,3 +208,16 @@ def test_window_terms_never_allow_more_than_the_rate(rate: float, margin: float)
     limit, window_ms = window_terms(rate, margin)
     assert limit >= 1
     assert limit / (window_ms / 1000) <= rate * (1 + 1e-9)
+
+
+def test_a_release_from_another_node_is_heard_and_our_own_echo_is_not() -> None:
+    clocks = Clocks()
+    rep, _, _ = replicator(clocks)
+    heard: list[tuple[str, str]] = []
+    rep.on_release = heard.append
+    rep.receive(encode_message("other", [ReleaseEntry("live", "x", "never sent")]))
+    rep.receive(encode_message("me", [ReleaseEntry("live", "mine")]))
+    rep.receive(json.dumps({"node": "other", "events": [{"k": "free", "app": "", "name": "y"}]}))
+    assert heard == [("live", "x")]
+    assert rep.received() == {"free": 1}
+    assert rep.malformed() == {"free": 1}

@@ -56,6 +56,10 @@ class RecordingSink:
         self.calls.append(("missing", (code, description)))
         self.done.set()
 
+    def link_known_missing(self, code: str, description: str) -> None:
+        self.calls.append(("known_missing", (code, description)))
+        self.done.set()
+
     def link_refused(self, reason: str, description: str) -> None:
         self.calls.append(("refused", (reason, description)))
         self.done.set()
