@@ -2,8 +2,9 @@
 # Installs the Debian/Ubuntu packages streamgate needs, when they are missing
 # and we can (root with apt-get). Without them the interop tests skip (or fail in CI).
 #   python  - what `python3 -m venv` needs on a fresh Debian/Ubuntu
-#   interop - ffmpeg/ffprobe, nginx with its RTMP module, rtmpdump (librtmp) and
-#             redis-server (the [cluster] store), the real peers of the tests
+#   interop - ffmpeg/ffprobe, nginx with its RTMP module, rtmpdump (librtmp),
+#             redis-server (the [cluster] store) and chromium (the built-in page's
+#             browser test, driven by Playwright), the real peers of the tests
 set -u
 want="$1"
 missing=""
@@ -17,6 +18,7 @@ case "$want" in
     [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing="$missing libnginx-mod-rtmp"
     command -v rtmpdump >/dev/null 2>&1 || missing="$missing rtmpdump"
     command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+    command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
     ;;
 esac
 [ -z "$missing" ] && exit 0

@@ -40,6 +40,7 @@ def _hints(
             http_host = f"[{http_host}]"
         http = f"http://{http_host}:{api_port}"
         api = f"\n  api:     curl {http}/api/v1/streams   metrics: curl {http}/metrics"
+        api += f"\n  page:    {http}/   (streams, thumbnails, players; the API token if set)"
     if flv_port is not None:
         flv_host = listen_addresses(settings.flv.listen)[0][0]
         if flv_host in ("0.0.0.0", "::", ""):  # noqa: S104 - only for the printed hint

@@ -88,12 +88,20 @@ class HttpLimits:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request head; header names are lower case, values decoded as Latin-1."""
+    """One request head; header names are lower case, values decoded as Latin-1.
+
+    ``peer`` is the client's address ("" on a unix socket)."""
 
     method: str
     target: str
     headers: tuple[tuple[str, str], ...]
     version: str = "1.1"  # the HTTP version the client spoke ("1.0" or "1.1")
+    peer: str = ""
+
+    @property
+    def path(self) -> str:
+        """The target without its query string (which may carry a token: log this)."""
+        return self.target.partition("?")[0][:200]
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -105,7 +113,9 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A complete response: status, body and any headers beyond the framing ones."""
+    """A complete response: status, body and any headers beyond the framing ones.
+
+    ``Cache-Control: no-store`` is added unless ``headers`` name a cache-control."""
 
     status: int
     body: bytes = b""
@@ -452,6 +462,7 @@ class HttpConnection(asyncio.Protocol):
             event.target.decode("ascii", "replace"),
             tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers),
             event.http_version.decode("ascii", "replace"),
+            self.ip,
         )
         # h11 has validated the framing headers (one numeric Content-Length, or
         # Transfer-Encoding: chunked, never both): only their values are judged here.
@@ -486,7 +497,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             response = self.server.handler(request)
         except Exception:
-            log.exception("http: %s %s failed", request.method, request.target[:200])
+            log.exception("http: %s %s failed", request.method, request.path)
             response = self._error(500, "internal error; see the gateway's log")
         last = self.requests >= self.limits.max_requests_per_connection
         if isinstance(response, Response):
@@ -508,7 +519,7 @@ class HttpConnection(asyncio.Protocol):
         except TimeoutError:
             response = self._error(504, "no answer in time")
         except Exception:
-            log.exception("http: %s %s failed", request.method, request.target[:200])
+            log.exception("http: %s %s failed", request.method, request.path)
             response = self._error(500, "internal error; see the gateway's log")
         self._answering = None
         if self.closed:
@@ -569,10 +580,11 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is None or conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             self.abort()  # nothing sensible can be said any more
             return
+        cached = any(name == "cache-control" for name, _ in response.headers)
         headers = [
             (b"content-type", response.content_type.encode("ascii")),
             (b"content-length", str(len(response.body)).encode("ascii")),
-            (b"cache-control", b"no-store"),
+            *(() if cached else ((b"cache-control", b"no-store"),)),
             (b"x-content-type-options", b"nosniff"),
             (b"date", email.utils.formatdate(usegmt=True).encode("ascii")),
             *((k.encode("ascii"), v.encode("ascii")) for k, v in response.headers),

@@ -38,6 +38,7 @@ from streamgate.shield import BreakerState
 
 if TYPE_CHECKING:
     from streamgate.api.http import HttpServer
+    from streamgate.api.thumbnails import Thumbnailer
     from streamgate.edge.directory import OriginDirectory
     from streamgate.edge.origins import Origin
     from streamgate.server.context import ServerContext
@@ -206,8 +207,10 @@ class StreamgateCollector:
         http: HttpServer | None = None,
         api_counters: Mapping[str, int] | None = None,
         max_stream_series: int = DEFAULT_STREAM_SERIES,
+        thumbnails: Thumbnailer | None = None,
     ) -> None:
         self.ctx = ctx
+        self.thumbnails = thumbnails
         self.listening = listening
         self.lag = lag
         self.http = http
@@ -568,6 +571,13 @@ class StreamgateCollector:
                 "streamgate_http_timeouts",
                 "HTTP connections closed for not sending a request in time.",
                 value=http.counters.get("timeouts", 0),
+            )
+        if self.thumbnails is not None:
+            yield CounterMetricFamily(
+                "streamgate_thumbnails_made",
+                "Stream thumbnails decoded (JPEGs and undecodable keyframes); the API serves "
+                "the cached one in between.",
+                value=self.thumbnails.made,
             )
         yield _labelled_counter(
             "streamgate_api_actions",

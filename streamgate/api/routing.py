@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from streamgate.api.http import Request, Response, error_response
 
-__all__ = ["PathArgs", "Route", "RouteHandler", "Router"]
+__all__ = ["PathArgs", "Route", "RouteHandler", "Router", "token_matches"]
 
 PathArgs = tuple[str, ...]
 RouteHandler = Callable[[Request, PathArgs], Response | Awaitable[Response]]
@@ -26,9 +26,20 @@ _ONE = "*"  # matches one path segment
 _REST = "**"  # matches one or more segments, joined with "/" (stream names may hold "/")
 
 
+def token_matches(given: str, token: str) -> bool:
+    """``given`` is ``token``, compared as digests: neither the content nor the
+    length of the token leaks through timing."""
+    digest = hashlib.sha256(given.encode("utf-8", "replace")).digest()
+    return hmac.compare_digest(digest, hashlib.sha256(token.encode("utf-8")).digest())
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    """``pattern``: literal segments, ``*`` for one segment, a final ``**`` for the rest."""
+    """``pattern``: literal segments, ``*`` for one segment, ``**`` for one or more.
+
+    A ``**`` may be followed by literal segments only (``streams/*/**/thumbnail.jpg``):
+    it takes what lies between them and the part before it.
+    """
 
     pattern: tuple[str, ...]
     methods: Mapping[str, RouteHandler]
@@ -37,8 +48,10 @@ class Route:
         args: list[str] = []
         for index, part in enumerate(self.pattern):
             if part == _REST:
-                rest = segments[index:]
-                if not rest or not all(rest):
+                tail = self.pattern[index + 1 :]
+                end = len(segments) - len(tail)
+                rest = segments[index:end]
+                if not rest or not all(rest) or tuple(segments[end:]) != tail:
                     return None
                 args.append("/".join(rest))
                 return tuple(args)

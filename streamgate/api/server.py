@@ -95,6 +95,7 @@ class ApiServer:
                 http=self.http,
                 api_counters=self.api.counters,
                 max_stream_series=max_stream_series,
+                thumbnails=self.api.thumbnails,
             )
         )
         # process_* series (CPU, memory, fds, start time) under our prefix.
@@ -146,8 +147,9 @@ class ApiServer:
             log.info("HTTP API listening on %s:%d (%s)", host, port, auth)
 
     async def close(self) -> None:
-        """Stop listening, drop HTTP connections, stop the lag timer."""
+        """Stop listening, drop HTTP connections, stop the lag timer and the thumbnails."""
         self.lag.stop()
+        self.api.thumbnails.close()
         if self.health is not None:
             await self.health.close()
         await self.http.close()

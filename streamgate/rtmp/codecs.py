@@ -35,13 +35,22 @@ from streamgate.rtmp.flv import (
     _SOUND_EX_HEADER,
     _SOUND_OPUS_LEGACY,
     _VIDEO_FOURCCS,
+    _VPT_CODED_FRAMES,
+    _VPT_CODED_FRAMES_X,
     _VPT_METADATA,
     _VPT_MULTITRACK,
     _VPT_SEQUENCE_START,
     _skip_modex,
 )
 
-__all__ = ["AudioDescription", "VideoDescription", "describe_audio", "describe_video"]
+__all__ = [
+    "AudioDescription",
+    "VideoDescription",
+    "VideoTag",
+    "describe_audio",
+    "describe_video",
+    "video_tag",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +175,69 @@ def _ex_track(
 
 
 # --- video ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VideoTag:
+    """A video payload split into its tag header and what a decoder takes."""
+
+    codec: str  # "h264", "hevc", "av1", "vp9", ... or "unknown(...)"
+    kind: str  # "config" (a configuration record) or "frame" (coded data)
+    keyframe: bool
+    body: bytes  # the record, or the frame's data (AVCC / HVCC NAL units, AV1 OBUs)
+
+
+def video_tag(payload: bytes) -> VideoTag | None:
+    """The codec and decoder input of a configuration or frame payload.
+
+    Classic tags (AVC, and HEVC as codec id 12) lose their 5-byte header;
+    Enhanced RTMP tags their FourCC header and, for ``CodedFrames`` of AVC
+    and HEVC, the composition time. The first track of a multitrack tag is
+    taken. Anything else (commands, metadata, end of sequence, truncated
+    headers) is None.
+    """
+    try:
+        return _video_tag(payload)
+    except _ParseError:
+        return None
+
+
+def _video_tag(payload: bytes) -> VideoTag | None:
+    if not payload:
+        return None
+    b0 = payload[0]
+    frame_type = (b0 >> 4) & 0x07
+    keyframe = frame_type == 1
+    if frame_type == _FRAME_COMMAND:
+        return None
+    if not b0 & 0x80:
+        codec_id = b0 & 0x0F
+        if codec_id not in _AVC_LIKE_CODECS or len(payload) <= 5:
+            return None
+        codec = _LEGACY_VIDEO_CODECS[codec_id]
+        if payload[1] == 0:
+            return VideoTag(codec, "config", keyframe, payload[5:])
+        if payload[1] == 1:
+            return VideoTag(codec, "frame", keyframe, payload[5:])
+        return None
+    packet_type, pos = _ex_packet_type(payload, b0 & 0x0F)
+    if packet_type == _VPT_METADATA:
+        return None
+    packet_type, fourcc, body = _ex_track(payload, pos, packet_type, _VPT_MULTITRACK)
+    codec = _VIDEO_FOURCCS.get(fourcc) or _unknown(fourcc)
+    if packet_type == _VPT_SEQUENCE_START:
+        return VideoTag(codec, "config", keyframe, body)
+    if packet_type == _VPT_CODED_FRAMES:
+        # AVC and HEVC CodedFrames carry a composition time offset first.
+        if codec in ("h264", "hevc"):
+            if len(body) < 3:
+                raise _ParseError
+            body = body[3:]
+        return VideoTag(codec, "frame", keyframe, body)
+    if packet_type == _VPT_CODED_FRAMES_X:
+        return VideoTag(codec, "frame", keyframe, body)
+    return None
+
 
 
 def describe_video(payload: bytes) -> VideoDescription | None:

@@ -11,6 +11,12 @@ answers each request by asking the workers that matter:
   kicks it there);
 * a stream, a ban or a reload from every worker (a lift is also sent on by
   the workers' bus, so it holds machine-wide);
+* a stream's thumbnail from the one worker that holds the stream itself (its
+  publisher's, or the owner pulling it from the origin; else any that has
+  it), found by asking every worker for the stream first, so only that one
+  decodes;
+* a stream's play URLs and the page (``/``, ``/static/...``) by the
+  supervisor itself, from its own settings;
 * ``/metrics``: every worker's series with a ``worker`` label, one family
   block each, plus the supervisor's own (``streamgate_worker_up``,
   ``streamgate_worker_restarts_total``);
@@ -26,8 +32,12 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from streamgate.api.http import Request, Response, error_response, json_response
+from streamgate.api.page import page_routes
+from streamgate.api.playurls import PlayKeys
+from streamgate.api.routes import JPEG, play_urls_response
 from streamgate.api.routing import PathArgs, Route
 from streamgate.http_client import HttpError, HttpTarget, fetch
 from streamgate.workers.worker import ID_SPAN, api_socket
@@ -214,6 +224,37 @@ def build_routes(sup: Machine) -> list[Route]:
             return json_response(200, view)
         return Response(status, body, "application/json")
 
+    async def thumbnail(request: Request, args: PathArgs) -> Response:
+        """From the worker holding the stream at first hand (see the module's doc)."""
+        app, name = args
+        path = f"/api/v1/streams/{quote(app, safe='')}/{quote(name, safe='')}"
+        got, _ = await ask_all(Request("GET", path, request.headers, peer=request.peer))
+        holders: list[tuple[int, int]] = []  # (preference, worker)
+        for worker, (status, body) in got.items():
+            if status == 200:
+                role = json.loads(body).get("role")
+                holders.append((0 if role in ("published", "pulled") else 1, worker))
+        if not holders:
+            if got:
+                status, body = got[max(got)]
+                return Response(status, body, "application/json")
+            return error_response(503, "no worker answered")
+        worker = min(holders)[1]
+        reply = await ask(worker, request)
+        if reply is None:
+            return error_response(503, f"worker {worker} did not answer")
+        status, body = reply
+        return Response(status, body, JPEG if status == 200 else "application/json")
+
+    keys = PlayKeys()
+
+    def stream_play_urls(request: Request, args: PathArgs) -> Response:
+        return play_urls_response(sup.settings, keys, request, args)
+
+    def token() -> str | None:
+        secret = sup.settings.http.token
+        return secret.get_secret_value() if secret is not None else None
+
     async def metrics(request: Request, args: PathArgs) -> Response:
         got, _ = await ask_all(request)
         texts = {w: b.decode("utf-8", "replace") for w, (s, b) in got.items() if s == 200}
@@ -242,11 +283,14 @@ def build_routes(sup: Machine) -> list[Route]:
 
     v1 = ("api", "v1")
     return [
+        *page_routes(lambda: sup.settings, token),
         Route(("healthz",), {"GET": healthz}),
         Route(("readyz",), {"GET": readyz}),
         Route(("metrics",), {"GET": metrics}),
         Route((*v1, "workers"), {"GET": workers}),
         Route((*v1, "streams"), {"GET": listing()}),
+        Route((*v1, "streams", "*", "**", "thumbnail.jpg"), {"GET": thumbnail}),
+        Route((*v1, "streams", "*", "**", "play-urls"), {"GET": stream_play_urls}),
         Route((*v1, "streams", "*", "**"), {"GET": first_found, "DELETE": on_every}),
         Route((*v1, "clients"), {"GET": listing()}),
         Route((*v1, "clients", "*"), {"GET": one_client, "DELETE": one_client}),

@@ -7,6 +7,7 @@ the benchmark."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import re
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
 from tests.flv.viewer import ViewerResult, view
-from tests.peers import NginxRtmp, publisher, wait_until
+from tests.peers import NginxRtmp, free_port, publisher, wait_until
 from tests.processes import ConnectCounter
 from tests.workers.machine import Audience, Machine, PlayerRun
 
@@ -580,5 +583,87 @@ def test_players_waiting_for_a_publisher_get_it_whatever_worker_it_lands_on(
 
         runs = asyncio.run(scenario())
         assert all(r.media >= 3 and Status.PLAY_STREAM_NOT_FOUND not in r.statuses for r in runs)
+    finally:
+        assert machine.stop() == 0, machine.log()
+
+
+def test_the_page_thumbnails_and_play_urls_of_a_machine(tmp_path: Path) -> None:
+    """The supervisor serves the page and signs play URLs itself, and takes a stream's
+    thumbnail from the worker holding the publisher, even while the other worker
+    relays the stream to its own players."""
+    token = "machine-token"
+    machine = Machine(
+        tmp_path,
+        None,
+        mode="origin",
+        http={"token": token},
+        auth={"play": "signed", "keys": {"k1": "machine-play-secret"}},
+        flv={"enabled": True, "listen": f"127.0.0.1:{free_port()}"},
+    ).start()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def fetch(path: str, bearer: str | None = token) -> tuple[int, str, bytes]:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{machine.http_port}{path}", headers=headers
+        )
+        try:
+            with opener.open(request, timeout=10) as reply:
+                return reply.status, reply.headers["content-type"], reply.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["content-type"], exc.read()
+
+    def made() -> dict[str, float]:
+        text = fetch("/metrics")[2].decode()
+        return {
+            s.labels["worker"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "streamgate_thumbnails_made"
+            for s in f.samples
+            if s.name.endswith("_total")
+        }
+
+    try:
+        assert fetch("/")[0] == 200
+        assert fetch("/", bearer=None)[0] == 401  # the token form
+        assert fetch("/api/v1/streams/live/p/thumbnail.jpg", bearer=None)[0] == 401
+        assert fetch("/static/page.js", bearer=None)[0] == 200
+        with publisher(machine.url("p")):
+
+            def holder() -> int | None:
+                status, _, body = fetch("/api/v1/streams")
+                streams = json.loads(body)["streams"] if status == 200 else []
+                for s in streams:
+                    if (s["name"], s["role"]) == ("p", "published") and s[
+                        "last_keyframe_age_seconds"
+                    ] is not None:
+                        return int(s["worker"])
+                return None
+
+            wait_until(lambda: holder() is not None, timeout=20, what="ffmpeg's keyframe")
+            owner = holder()
+            assert owner is not None
+
+            async def scenario() -> None:
+                signed = json.loads(fetch("/api/v1/streams/live/p/play-urls")[2])["rtmp"]
+                audience = Audience([(signed, SOURCES[i % 8]) for i in range(16)])
+                await audience.playing()
+                clients = json.loads((await asyncio.to_thread(fetch, "/api/v1/clients"))[2])
+                by_worker = Counter(
+                    c["worker"] for c in clients["clients"] if c.get("role") == "player"
+                )
+                assert sorted(by_worker) == [0, 1], by_worker  # the other worker relays
+                status, kind, jpeg = await asyncio.to_thread(
+                    fetch, "/api/v1/streams/live/p/thumbnail.jpg"
+                )
+                assert (status, kind) == (200, "image/jpeg"), jpeg[:200]
+                assert jpeg[:3] == b"\xff\xd8\xff"
+                counts = await asyncio.to_thread(made)
+                assert counts == {str(owner): 1, str(1 - owner): 0}, counts
+                await audience.end()
+
+            asyncio.run(scenario())
+            missing = fetch("/api/v1/streams/live/nothing/thumbnail.jpg")
+            assert missing[0] == 404 and missing[1] == "application/json"
     finally:
         assert machine.stop() == 0, machine.log()
