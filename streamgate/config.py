@@ -43,6 +43,7 @@ __all__ = [
     "OriginSettings",
     "RtmpSettings",
     "Settings",
+    "TlsCertificate",
     "listen_addresses",
     "load_keys",
     "load_settings",
@@ -74,6 +75,17 @@ def _check_listen_value(value: str | list[str]) -> str | list[str]:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TlsCertificate(_Section):
+    """One served certificate, chosen by the name a client asks for (SNI)."""
+
+    names: list[str] = Field(
+        min_length=1,
+        description='Host names this certificate serves ("*.example.com" for a wildcard).',
+    )
+    cert: Path = Field(description="PEM file: the certificate and its chain (full chain).")
+    key: Path = Field(description="PEM file: its private key.")
 
 
 class RtmpSettings(_Section):
@@ -181,6 +193,33 @@ class RtmpSettings(_Section):
         ),
     )
 
+    tls_listen: str | list[str] | None = Field(
+        None,
+        description=(
+            "RTMPS: address and port (or a list) where players and publishers connect over "
+            "TLS 1.2+ (e.g. 127.0.0.1:1936). Unset: no RTMPS. Admission and bans apply "
+            "before the TLS handshake; the handshake counts against handshake_timeout. "
+            "Needs a restart."
+        ),
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description=(
+            "PEM file with the served certificate and its chain (full chain). Reloaded on "
+            "SIGHUP, POST /api/v1/reload and when the file changes; a replacement that "
+            "does not load (wrong key, expired, unreadable) is refused and the old one "
+            "stays in use."
+        ),
+    )
+    tls_key: Path | None = Field(None, description="PEM file with tls_cert's private key.")
+    tls_certs: list[TlsCertificate] = Field(
+        default_factory=list,
+        description=(
+            "More certificates, chosen by the host name a client asks for (SNI), as "
+            "[[rtmp.tls_certs]] tables with names, cert and key; tls_cert serves the rest."
+        ),
+    )
+
     @field_validator("workers")
     @classmethod
     def _check_workers(cls, value: int | str) -> int | str:
@@ -199,6 +238,24 @@ class RtmpSettings(_Section):
     @classmethod
     def _check_listen(cls, value: str | list[str]) -> str | list[str]:
         return _check_listen_value(value)
+
+    @field_validator("tls_listen")
+    @classmethod
+    def _check_tls_listen(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return None if value is None else _check_listen_value(value)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RtmpSettings:
+        if self.tls_listen is None:
+            return self
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_cert is None and not self.tls_certs:
+            raise ValueError("tls_listen needs tls_cert and tls_key (or [[rtmp.tls_certs]])")
+        plain = {a for a in listen_addresses(self.listen) if a[1] != 0}
+        if plain & set(listen_addresses(self.tls_listen)):
+            raise ValueError("tls_listen must differ from listen")
+        return self
 
 
 class OriginSettings(_Section):
@@ -339,6 +396,35 @@ class EdgeSettings(_Section):
         None,
         description="Bearer token sent with directory polls (a streamgate origin's [http] token).",
     )
+    tls_verify: bool = Field(
+        True,
+        description=(
+            "Verify rtmps:// origins (and https:// directory URLs): chain, dates and host "
+            "name. false is logged as a warning at start and shown in /api/v1/origins."
+        ),
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description=(
+            "PEM file of the CAs trusted for rtmps:// origins and https:// directories "
+            "(only these). Unset: the system's trust store."
+        ),
+    )
+    tls_server_name: str | None = Field(
+        None,
+        description=(
+            "The name sent as SNI and checked in the origins' certificates, for origins "
+            "addressed by IP. Unset: each origin's host name."
+        ),
+    )
+    tls_pin_sha256: list[str] = Field(
+        default_factory=list,
+        description=(
+            "SHA-256 fingerprints (hex, colons allowed) of an origin certificate or of its "
+            "public key (SubjectPublicKeyInfo); when set, an rtmps:// origin must present "
+            "one of them, besides passing verification (unless tls_verify = false)."
+        ),
+    )
 
     @field_validator("origins")
     @classmethod
@@ -358,6 +444,17 @@ class EdgeSettings(_Section):
             if url:
                 HttpTarget.parse(url, "directory URL")
         return value
+
+    @field_validator("tls_pin_sha256")
+    @classmethod
+    def _check_pins(cls, value: list[str]) -> list[str]:
+        pins = []
+        for pin in value:
+            digits = pin.replace(":", "").strip().lower()
+            if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+                raise ValueError(f"{pin!r} is not a SHA-256 fingerprint (64 hex digits)")
+            pins.append(digits)
+        return pins
 
     @model_validator(mode="after")
     def _check_backoff(self) -> EdgeSettings:
@@ -884,6 +981,8 @@ class Settings(BaseSettings):
                 fixed.append(("[http] listen", self.http.listen))
             if self.flv.enabled:
                 fixed.append(("[flv] listen", self.flv.listen))
+            if self.rtmp.tls_listen is not None:
+                fixed.append(("[rtmp] tls_listen", self.rtmp.tls_listen))
             for setting, value in fixed:
                 if any(port == 0 for _, port in listen_addresses(value)):
                     raise ValueError(

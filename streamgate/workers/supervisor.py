@@ -287,6 +287,8 @@ def _check_free(settings: Settings) -> None:
     shared = [("[rtmp] listen", a) for a in listen_addresses(settings.rtmp.listen)]
     if settings.flv.enabled:
         shared += [("[flv] listen", a) for a in listen_addresses(settings.flv.listen)]
+    if settings.rtmp.tls_listen is not None:
+        shared += [("[rtmp] tls_listen", a) for a in listen_addresses(settings.rtmp.tls_listen)]
     for setting, (host, port) in shared:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         probe = socket.socket(family, socket.SOCK_STREAM)
