@@ -32,6 +32,7 @@ from streamgate.rtmp.chunk import ChunkLimits
 from streamgate.rtmp.connection import ConnectionLimits
 from streamgate.server.clients import Client
 from streamgate.server.counters import ServerCounters
+from streamgate.server.tls import ServedCertificates
 from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
@@ -69,6 +70,7 @@ class ServerContext:
     counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads
     drained: asyncio.Future[None] | None = None  # set on shutdown, done when none is left
+    tls: ServedCertificates | None = None  # [rtmp] tls_listen: what RTMPS serves
 
     @classmethod
     def build(
@@ -109,6 +111,8 @@ class ServerContext:
             ctx.edge.directory = _directory(settings)
             ctx.source = ctx.edge
         ctx.cluster = _cluster(settings, bans, clock, ctx.edge)
+        if settings.rtmp.tls_listen is not None:
+            ctx.tls = ServedCertificates(settings.rtmp)  # a bad certificate stops the start
         return ctx
 
     def forget(self, client_id: int) -> None:
@@ -135,7 +139,13 @@ class ServerContext:
                 restart.append(f"[http] {name} ({before} -> {after})")
         if _cluster_terms(settings) != _cluster_terms(old):
             restart.append("[cluster] (or [edge] fleet_max_connects_per_second)")
-        self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
+        before_tls, after_tls = old.rtmp.tls_listen, settings.rtmp.tls_listen
+        if before_tls != after_tls:
+            restart.append(f"[rtmp] tls_listen ({before_tls} -> {after_tls})")
+        auth = _authorizer(settings)  # first: a bad key file leaves all as it was
+        if self.tls is not None and settings.rtmp.tls_listen is not None:
+            self.tls.configure(settings.rtmp)  # so does a certificate that does not load
+        self.auth = auth
         self.settings = settings
         self.limits = _connection_limits(settings)
         self.hub.settings = _hub_settings(settings)
