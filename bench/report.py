@@ -401,10 +401,16 @@ def _flv_markdown(results: dict[str, Any]) -> list[str]:
         "",
         "| edge | players | edge CPU cores (kernel share) | delivered Gbit | CPU s / Gbit "
         "| vs streamgate RTMP | vs nginx-rtmp | RSS / viewer | min received / source "
-        "| first keyframe p50 / p99 | client cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| first keyframe p50 / p99 | client cores | groups / skipping / dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["flv"]:
+        fan = list(((r.get("edge_after") or {}).get("fanout") or {}).values())
+        state = (
+            f"{fan[0]['groups']} / {fan[0]['skipping']} / {fan[0]['dropped_players']}"
+            if fan
+            else "-"
+        )
         b = r["bitrate"]
         rate = _fmt(b["min_ratio"], 3) + (
             ""
@@ -421,9 +427,15 @@ def _flv_markdown(results: dict[str, Any]) -> list[str]:
             f"{_fmt(vs_own, 3)} | {_fmt(vs_nginx, 3)} | "
             f"{_fmt(r['rss_per_player_kb'])} KB | {rate} | "
             f"{_fmt(r['ttfk_ms']['p50'])} / {_fmt(r['ttfk_ms']['p99'])} ms | "
-            f"{_fmt(r.get('client_cores'))} |"
+            f"{_fmt(r.get('client_cores'))} | {state} |"
         )
-    out.append("")
+    out += [
+        "",
+        "Groups / skipping / dropped: the edge's stream after the window (encodings it "
+        "writes, FLV timelines included; players waiting for a keyframe after congestion; "
+        "players dropped as too slow).",
+        "",
+    ]
     for r in results["flv"]:
         prof = r.get("profile")
         if prof and prof.get("self_pct"):

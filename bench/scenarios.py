@@ -285,12 +285,14 @@ def fanout(
     counts: dict[Variant, Sequence[int]] | None = None,
     flv: bool = False,
     workdir: str = "fanout",
+    edge_stats: bool = False,
 ) -> list[dict[str, Any]]:
     """One 2.5 Mbit/s stream fanned out to N players per edge; CPU per Gbit, RSS, rates.
 
     ``counts``: player counts of some variants (default ``bench.fanout_counts``);
     ``flv``: every streamgate edge has its [flv] listener on (the same config
-    whatever its players' protocol)."""
+    whatever its players' protocol); ``edge_stats``: a streamgate edge's statistics
+    dump after each window (its fan-out state and counters, in the row)."""
     src = bench.source(2500)
     rows: list[dict[str, Any]] = []
     with Procs(bench.workdir / workdir) as procs:
@@ -300,7 +302,7 @@ def fanout(
             edge = start_edge(procs, variant, origin, flv=flv)
             try:
                 steps = (counts or {}).get(variant, bench.fanout_counts)
-                rows += _fanout_edge(bench, variant, edge, src, origin, steps)
+                rows += _fanout_edge(bench, variant, edge, src, origin, steps, edge_stats)
             finally:
                 procs.stop(edge)
     return rows
@@ -317,7 +319,7 @@ def flv_fanout(
     ws_flv = Variant("streamgate", 50, protocol="ws-flv")
     variants = [rtmp, http_flv, NGINX] + ([ws_flv] if ws_counts else [])
     steps = {rtmp: counts, http_flv: counts, NGINX: counts, ws_flv: ws_counts}
-    return fanout(bench, variants, counts=steps, flv=True, workdir="flv")
+    return fanout(bench, variants, counts=steps, flv=True, workdir="flv", edge_stats=True)
 
 
 def origin_links(origin: Server) -> int:
@@ -332,8 +334,10 @@ def _fanout_edge(
     src: Source,
     origin: Server,
     counts: Sequence[int],
+    edge_stats: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
+    after: dict[int, dict[str, Any]] = {}  # players -> the edge's state after the window
     url = variant.url(edge, "fan")
     with LoadGenerator(bench.options(), workers=bench.workers) as gen:
         gen.add([url], 10.0)
@@ -363,6 +367,13 @@ def _fanout_edge(
             window = measure(gen, edge, bench.fanout_window)
             steps.append((n, first, window))
             links[n] = origin_links(origin)
+            if edge_stats and variant.kind == "streamgate":
+                dump = edge.stats()
+                counters = dump.get("counters", {})
+                after[n] = {
+                    "fanout": dump.get("fanout"),
+                    "slow_players_dropped": counters.get("slow_players_dropped"),
+                }
             bench.log(
                 f"  {variant.label}: {n} players, edge {window.cpu / window.seconds:.2f} "
                 f"cores, client {window.client_cores:.2f} cores"
@@ -407,6 +418,7 @@ def _fanout_edge(
                 "failed_players": sum(
                     1 for r in records if r.index < n and r.state == State.FAILED
                 ),
+                **({"edge_after": after[n]} if n in after else {}),
             }
         )
     if profile is not None and rows:
