@@ -177,8 +177,11 @@ class HttpServer:
         *,
         counters: Counter[str] | None = None,
         connection: Callable[[HttpServer], HttpConnection] | None = None,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
         self.handler = handler
+        # Addresses the per-address cap does not apply to (an allow-list).
+        self._exempt = exempt
         # What serves each connection: an HttpConnection, or a subclass that takes
         # the connection over once a request's head is in (a media stream).
         self._connection = connection or HttpConnection
@@ -262,7 +265,11 @@ class HttpServer:
         limits = conn.limits
         # A unix-socket peer (no address: a worker's API, asked by its supervisor)
         # is one local process, not an address to cap.
-        if conn.ip and self._per_ip[conn.ip] >= limits.max_connections_per_ip:
+        if (
+            conn.ip
+            and self._per_ip[conn.ip] >= limits.max_connections_per_ip
+            and not (self._exempt is not None and self._exempt(conn.ip))
+        ):
             self.counters["rejected_busy"] += 1
             self.counters["rejected_per_ip"] += 1
             return _BUSY_IP

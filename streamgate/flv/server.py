@@ -83,6 +83,7 @@ class FlvServer:
             self._limits,
             ctx.loop,
             connection=lambda server: FlvViewer(server, ctx),
+            exempt=ctx.trusted,  # [limits] allow: as for RTMP, no per-address cap
         )
 
     def _limits(self) -> HttpLimits:
