@@ -250,7 +250,10 @@ class FlvViewer(HttpConnection):
         if not self.admitted:
             return
         self.admitted = False
-        self.ending("closed by the peer" if exc is None else f"connection lost: {exc}")
+        if exc is None or isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            self.ending("closed by the viewer")  # how a player that is done leaves
+        else:
+            self.ending(f"connection lost: {exc}")
         self._detach()
         self.gate.release(self.ip)
         self.ctx.forget(self.id)
