@@ -276,6 +276,9 @@ class FlvViewer(HttpConnection):
     def _error(self, status: int, message: str) -> Response:
         return _text(status, message)
 
+    def _closing(self, detail: str, reason: str, *, quiet: bool = False) -> None:
+        self.ending(detail, reason, failed=True)  # said once, by the end line
+
     def _dispatch(self) -> None:
         """The request head is in (the HTTP server checked its framing): play."""
         request, self._request = self._request, None
