@@ -313,12 +313,8 @@ class FlvViewer(HttpConnection):
                 return
             problem = ws.handshake_problem(request.header)
             if problem is not None:
-                log.info(
-                    "flv: bad WebSocket handshake from %s: %s",
-                    self.ip,
-                    problem,
-                    extra={"reason": "bad websocket handshake"},
-                )
+                detail = f"bad WebSocket handshake: {problem}"
+                self.ending(detail, "bad websocket handshake", failed=True)  # its end line
                 self._reply(_text(400, f"bad WebSocket handshake: {problem}"))
                 return
         cors = self._cors(request)
