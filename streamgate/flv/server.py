@@ -260,6 +260,10 @@ class FlvViewer(HttpConnection):
             super().pause_writing()
             return
         self.paused = True
+        # Nor is it read from: a WebSocket viewer's pings cannot queue pongs
+        # without bound while it reads nothing (nor while its stream is idle).
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
         for stream, player in self.playing.values():
             stream.player_paused(player)
 
@@ -268,6 +272,9 @@ class FlvViewer(HttpConnection):
             super().resume_writing()
             return
         self.paused = False
+        transport = self.transport
+        if self._reader is not None and transport is not None and not transport.is_closing():
+            transport.resume_reading()  # WebSocket only: HTTP viewers have nothing to say
         for stream, player in self.playing.values():
             stream.player_resumed(player)
 
