@@ -295,6 +295,9 @@ class FlvViewer(HttpConnection):
         self._cancel_timer()  # the head deadline is met
         self.server.waiting(self, False)
         method = request.method
+        if request.version not in ("1.0", "1.1"):  # h11 takes any HTTP/x.y
+            self._reply(_text(505, f"HTTP/{request.version[:8]} is not spoken here; use 1.1"))
+            return
         if method == "OPTIONS":
             self._reply(Response(204, b"", _TEXT, self._cors(request, preflight=True) or ()))
             return
