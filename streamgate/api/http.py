@@ -142,21 +142,44 @@ def error_response(
     )
 
 
-def _busy_bytes(message: str) -> bytes:
-    """A whole 503 for a connection the server will not serve (rendered once, no h11)."""
-    body = error_response(503, message).body
+def _busy_bytes(message: str, text: bool) -> bytes:
+    """A whole 503 for a connection the server will not serve (rendered once, no h11):
+    the API's JSON error, or (``text``) a line of plain text."""
+    if text:
+        body, content_type = message.encode("ascii") + b"\n", "text/plain; charset=utf-8"
+    else:
+        body, content_type = error_response(503, message).body, JSON
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
-        f"content-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
+        f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
         "retry-after: 1\r\nconnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
-_BUSY = _busy_bytes("too many HTTP connections; try again later")
-_BUSY_IP = _busy_bytes("too many HTTP connections from your address; try again later")
-_EVICTED = _busy_bytes("the server is busy and this request was too slow to arrive")
-_BUSY_WHY = {_BUSY: "too many connections", _BUSY_IP: "too many connections from the address"}
+@dataclass(frozen=True, slots=True)
+class _Busy:
+    """The three answers of a full server, rendered once."""
+
+    busy: bytes
+    busy_ip: bytes
+    evicted: bytes
+
+    @classmethod
+    def render(cls, text: bool) -> _Busy:
+        return cls(
+            _busy_bytes("too many HTTP connections; try again later", text),
+            _busy_bytes("too many HTTP connections from your address; try again later", text),
+            _busy_bytes("the server is busy and this request was too slow to arrive", text),
+        )
+
+    def why(self, answer: bytes) -> str:
+        if answer is self.busy_ip:
+            return "too many connections from the address"
+        return "too many connections"
+
+
+_BUSY = {False: _Busy.render(False), True: _Busy.render(True)}
 _MAX_REASON = 120
 
 Phase = Literal["head", "body", "idle"]
@@ -179,8 +202,10 @@ class HttpServer:
         counters: Counter[str] | None = None,
         connection: Callable[[HttpServer], HttpConnection] | None = None,
         exempt: Callable[[str], bool] | None = None,
+        text_errors: bool = False,
     ) -> None:
         self.handler = handler
+        self.busy = _BUSY[text_errors]  # a full server's 503s: JSON (the API) or text
         # Addresses the per-address cap does not apply to (an allow-list).
         self._exempt = exempt
         # What serves each connection: an HttpConnection, or a subclass that takes
@@ -273,12 +298,12 @@ class HttpServer:
         ):
             self.counters["rejected_busy"] += 1
             self.counters["rejected_per_ip"] += 1
-            return _BUSY_IP
+            return self.busy.busy_ip
         while len(self.connections) >= limits.max_connections:
             victim = next(iter(self._waiting), None)
             if victim is None:
                 self.counters["rejected_busy"] += 1
-                return _BUSY
+                return self.busy.busy
             self.counters["evicted"] += 1
             victim.evict()
         self.connections.add(conn)
@@ -345,7 +370,9 @@ class HttpConnection(asyncio.Protocol):
         self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         refusal = self.server.admit(self)
         if refusal is not None:
-            self._closing(f"answered 503: {_BUSY_WHY[refusal]}", "http 503 busy", quiet=True)
+            self._closing(
+                f"answered 503: {self.server.busy.why(refusal)}", "http 503 busy", quiet=True
+            )
             self.closed = True
             self.transport.write(refusal)
             self.transport.close()
@@ -455,16 +482,16 @@ class HttpConnection(asyncio.Protocol):
         self.requests += 1
         self._method = event.method
         limits = self.limits
-        if len(event.headers) > limits.max_headers:
-            self._refuse(431, f"more than {limits.max_headers} header lines")
-            return
         # h11 bounds a head only while it is incomplete: one that arrived whole in
-        # a single read is measured here.
+        # a single read is measured here, with the words h11's bound gets too.
         size = len(event.method) + len(event.target) + 12
         for name, value in event.headers:
             size += len(name) + len(value) + 4
         if size > limits.max_header_bytes:
-            self._refuse(431, f"the request head is over {limits.max_header_bytes} bytes")
+            self._refuse(431, self._head_too_big())
+            return
+        if len(event.headers) > limits.max_headers:
+            self._refuse(431, f"more than {limits.max_headers} header lines")
             return
         self._request = Request(
             event.method.decode("ascii", "replace"),
@@ -561,7 +588,13 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed:
             self.abort()
 
+    def _head_too_big(self) -> str:
+        return f"the request head is over {self.limits.max_header_bytes} bytes"
+
     def _bad_request(self, exc: h11.RemoteProtocolError) -> None:
+        if exc.error_status_hint == 431:  # h11's bound on an incomplete head: as ours
+            self._refuse(431, self._head_too_big())
+            return
         self.server.counters["bad_requests"] += 1
         status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
         # h11 may quote what the client sent: keep it short in the log and the answer.
@@ -585,7 +618,7 @@ class HttpConnection(asyncio.Protocol):
             self.closed = True
             self._cancel_timer()
             if self.transport is not None:
-                self.transport.write(_EVICTED)
+                self.transport.write(self.server.busy.evicted)
                 self.transport.close()
         else:  # idle keep-alive: closing it is what its client expects sooner or later
             self.abort()

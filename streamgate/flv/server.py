@@ -22,7 +22,8 @@ playing                             200, chunked (1.1) or    binary frames of FL
 token missing / bad                 401 / 403                close 4401 / 4403
 stream missing                      404                      close 4404
 over a limit, origin unavailable    503 + Retry-After        close 4503
-malformed request                   400 (431 for the head)   400 before the upgrade
+malformed request                   400 (431 for the head,   400 before the upgrade
+                                    505 for HTTP/2+)
 stream ended (unpublish, idle)      chunked terminator       close 1000 with reason
 ==================================  =======================  ======================
 
@@ -84,6 +85,7 @@ class FlvServer:
             ctx.loop,
             connection=lambda server: FlvViewer(server, ctx),
             exempt=ctx.trusted,  # [limits] allow: as for RTMP, no per-address cap
+            text_errors=True,
         )
 
     def _limits(self) -> HttpLimits:
