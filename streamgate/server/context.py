@@ -142,8 +142,8 @@ class ServerContext:
                 restart.append(f"[http] {name} ({before} -> {after})")
         if _cluster_terms(settings) != _cluster_terms(old):
             restart.append("[cluster] (or [edge] fleet_max_connects_per_second)")
+        tls = _upstream_tls(settings) if settings.mode == "edge" else None  # a bad CA file
         self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
-        tls = _upstream_tls(settings) if settings.mode == "edge" else None  # a bad CA file too
         self.settings = settings
         self.limits = _connection_limits(settings)
         self.hub.settings = _hub_settings(settings)

@@ -26,7 +26,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from streamgate.client import RtmpClient
+from streamgate.config import load_settings
 from streamgate.edge.directory import OriginDirectory
+from streamgate.edge.upstream import RtmpConnector
+from streamgate.errors import ConfigError
 from streamgate.rtmp.events import MediaReceived, StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.tls.client import origin_context
@@ -445,3 +448,29 @@ def test_https_directory_uses_the_edge_tls_settings(fakes: LoopThread, ca: TestC
     assert "TLS: unknown issuer" in untrusted.listings[0].last_error
     unverified = asyncio.run(poll(origin_context(verify=False, ca_file=None), None))
     assert unverified.listings[0].last_error == "" and unverified.listings[0].fetched_at == 1.0
+
+
+# --------------------------------------------------------------------- reload
+
+
+def test_reload_warns_again_and_a_bad_ca_file_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = {"origins": ["rtmps://127.0.0.1:1"], "tls_verify": True}
+    loopback = {"listen": "127.0.0.1:0"}
+    with ServerThread(load_settings(None, mode="edge", rtmp=loopback, edge=edge)) as srv:
+        assert srv.ctx is not None and srv.ctx.edge is not None
+        ctx = srv.ctx
+        connector = srv.ctx.edge.connector
+        assert isinstance(connector, RtmpConnector)
+        base = {"rtmp": {"listen": ctx.settings.rtmp.listen}, "mode": "edge"}
+        unverified = load_settings(None, **base, edge={**edge, "tls_verify": False})
+        with caplog.at_level(logging.WARNING):
+            srv.call(lambda: ctx.apply(unverified))
+        assert connector.tls.verify is False
+        assert any("tls_verify = false" in r.getMessage() for r in caplog.records)
+        missing = str(tmp_path / "nope.pem")
+        broken = load_settings(None, **base, edge={**edge, "tls_ca_file": missing})
+        with pytest.raises(ConfigError, match="tls_ca_file"):
+            srv.call(lambda: ctx.apply(broken))
+        assert connector.tls.verify is False and ctx.settings is unverified
