@@ -76,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["fanout", "capacity", "cold", "flood", "churn", "workers", "fleet"],
+        choices=["fanout", "capacity", "cold", "flood", "churn", "workers", "fleet", "flv"],
         help="run only these scenarios",
     )
-    parser.add_argument("--counts", type=int, nargs="+", help="fan-out player counts")
+    parser.add_argument(
+        "--counts", type=int, nargs="+", help="fan-out player counts (flv: default 500 2000)"
+    )
     parser.add_argument("--window", type=float, help="fan-out measured seconds per count")
     parser.add_argument(
         "--rcvlowat",
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     sg350 = [scenarios.Variant("streamgate", 350)]
     sg50w2 = [scenarios.Variant("streamgate", 50, workers=2)]
     nginx = [scenarios.NGINX]
+    flv_counts = sorted(args.counts or (500, 2000))
     # (scenario, runner, seconds it needs at least); run in this order.
     plan: list[tuple[str, Callable[[], Any], int]] = [
         ("fanout", lambda: scenarios.fanout(bench, [*sg, *nginx]), 0),
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         ("workers", lambda: scenarios.fanout(bench, [*sg50, *sg50w2]), 0),
         # A named group (--only fleet): 4 edges, with and without one Redis.
         ("fleet", lambda: scenarios.fleet(bench), 0),
+        # A named group (--only flv): HTTP-FLV viewers against RTMP players (streamgate's
+        # and nginx-rtmp's) at the same counts, then WebSocket-FLV at the smallest count.
+        ("flv", lambda: scenarios.flv_fanout(bench, flv_counts, flv_counts[:1]), 0),
     ]
     failed = False
     for name, run, needs in plan:

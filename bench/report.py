@@ -23,6 +23,64 @@ def _nginx_fanout(results: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {r["players"]: r for r in results.get("fanout", []) if r["kind"] == "nginx-rtmp"}
 
 
+def _flv_refs(
+    results: dict[str, Any],
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The flv group's references per player count: streamgate's RTMP, nginx-rtmp's."""
+    rows = results.get("flv", [])
+    own = {
+        r["players"]: r
+        for r in rows
+        if r["kind"] == "streamgate" and r.get("protocol", "rtmp") == "rtmp"
+    }
+    return own, {r["players"]: r for r in rows if r["kind"] == "nginx-rtmp"}
+
+
+def _ratio(row: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
+    if ref and row.get("cpu_s_per_gbit") and ref.get("cpu_s_per_gbit"):
+        return float(row["cpu_s_per_gbit"] / ref["cpu_s_per_gbit"])
+    return None
+
+
+def _flv_targets(results: dict[str, Any], add: Any) -> None:
+    rows = results.get("flv", [])
+    own, nginx = _flv_refs(results)
+    viewers = [r for r in rows if r.get("protocol") == "flv"]
+    for name, refs, limit in (("streamgate's RTMP", own, 1.1), ("nginx-rtmp", nginx, 1.0)):
+        ratios = [
+            (r["players"], x)
+            for r in viewers
+            if (x := _ratio(r, refs.get(r["players"]))) is not None
+        ]
+        if ratios:
+            add(
+                f"HTTP-FLV fan-out CPU/Gbit vs {name}, merge_ms=50",
+                f"<= {limit}",
+                ", ".join(f"{n}: {x:.2f}" for n, x in ratios),
+                max(x for _, x in ratios) <= limit,
+            )
+    flv_rows = [r for r in rows if r.get("protocol") in ("flv", "ws-flv")]
+    if flv_rows:
+        bad = [
+            f"{r['edge']} @ {r['players']}" for r in flv_rows if not r["bitrate"]["all_full_rate"]
+        ]
+        lowest = min((r["bitrate"]["min_ratio"] or 0.0) for r in flv_rows)
+        add(
+            "HTTP-FLV / WS-FLV: every viewer >= 99% of the source bitrate",
+            "all",
+            (f"all (lowest {lowest:.3f})" if not bad else "not at: " + "; ".join(bad)),
+            not bad,
+        )
+    if viewers:
+        top = max(viewers, key=lambda r: r["players"])
+        add(
+            f"RSS per viewer (HTTP-FLV, {top['players']:,} viewers; the RTMP players' bound)",
+            "<= 12 KB",
+            f"{top['rss_per_player_kb']:.1f} KB",
+            top["rss_per_player_kb"] <= 12.0,
+        )
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each benchmark target: what was measured and whether it is met."""
     targets: list[dict[str, Any]] = []
@@ -82,6 +140,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         links = sorted({r.get("origin_links") for r in results["workers"]} - {None})
         add("workers: origin links for one stream", "1", ", ".join(map(str, links)), links == [1])
+    _flv_targets(results, add)
     for row in results.get("fleet", []):
         if row["fleet"] == "with [cluster]":
             add(
@@ -236,6 +295,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r.get('origin_links')} | {_fmt(r['bitrate']['min_ratio'], 3)} |"
             )
         out.append("")
+    if results.get("flv"):
+        out += _flv_markdown(results)
     if results.get("fleet"):
         out += [
             "## Fleet: missing names flooded at every edge",
@@ -328,6 +389,63 @@ def markdown(results: dict[str, Any]) -> str:
             out.append(f"| {t['target']} | {t['goal']} | {t['measured']} | {met} |")
         out.append("")
     return "\n".join(out)
+
+
+def _flv_markdown(results: dict[str, Any]) -> list[str]:
+    own, nginx = _flv_refs(results)
+    out = [
+        "## HTTP-FLV fan-out: one 2.5 Mbit/s stream through a streamgate edge",
+        "",
+        "Every streamgate edge has the same config ([flv] listener on, merge_ms=50); only the "
+        "players' protocol differs. Ratios are CPU s / Gbit against the same count in this run.",
+        "",
+        "| edge | players | edge CPU cores (kernel share) | delivered Gbit | CPU s / Gbit "
+        "| vs streamgate RTMP | vs nginx-rtmp | RSS / viewer | min received / source "
+        "| first keyframe p50 / p99 | client cores | groups / skipping / dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["flv"]:
+        fan = list(((r.get("edge_after") or {}).get("fanout") or {}).values())
+        state = (
+            f"{fan[0]['groups']} / {fan[0]['skipping']} / {fan[0]['dropped_players']}"
+            if fan
+            else "-"
+        )
+        b = r["bitrate"]
+        rate = _fmt(b["min_ratio"], 3) + (
+            ""
+            if b["all_full_rate"]
+            else f" ({b['below_99']} below, {b['not_measured']} not playing)"
+        )
+        share = r.get("system_share")
+        kernel = f" ({share:.0%})" if share is not None else ""
+        vs_own = _ratio(r, own.get(r["players"]))
+        vs_nginx = _ratio(r, nginx.get(r["players"]))
+        out.append(
+            f"| {r['edge']} | {r['players']:,} | {_fmt(r['cores'])}{kernel} | "
+            f"{_fmt(r['delivered_gbit'])} | {_fmt(r['cpu_s_per_gbit'])} | "
+            f"{_fmt(vs_own, 3)} | {_fmt(vs_nginx, 3)} | "
+            f"{_fmt(r['rss_per_player_kb'])} KB | {rate} | "
+            f"{_fmt(r['ttfk_ms']['p50'])} / {_fmt(r['ttfk_ms']['p99'])} ms | "
+            f"{_fmt(r.get('client_cores'))} | {state} |"
+        )
+    out += [
+        "",
+        "Groups / skipping / dropped: the edge's stream after the window (encodings it "
+        "writes, FLV timelines included; players waiting for a keyframe after congestion; "
+        "players dropped as too slow).",
+        "",
+    ]
+    for r in results["flv"]:
+        prof = r.get("profile")
+        if prof and prof.get("self_pct"):
+            out.append(
+                f"py-spy, {r['edge']} at {r['players']:,} players "
+                f"({prof['samples']} samples, native={prof.get('native')}): "
+                + ", ".join(f"{n} {v}%" for n, v in prof["self_pct"][:8])
+            )
+            out.append("")
+    return out
 
 
 def write_chart(results: dict[str, Any], path: Path) -> bool:

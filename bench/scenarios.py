@@ -38,7 +38,17 @@ from streamgate.loadtest.engine import (
 from streamgate.loadtest.player import PlayerOptions, State
 from streamgate.loadtest.stats import FULL_RATE, describe
 
-__all__ = ["Bench", "Variant", "capacity", "churn", "cold_start", "fanout", "fleet", "flood"]
+__all__ = [
+    "Bench",
+    "Variant",
+    "capacity",
+    "churn",
+    "cold_start",
+    "fanout",
+    "fleet",
+    "flood",
+    "flv_fanout",
+]
 
 SERVER_CPU = 0  # capacity: the edge alone on this core
 CLIENT_CPU = 1  # ... and everything else on this one
@@ -82,11 +92,13 @@ class Variant:
     kind: str  # "streamgate" or "nginx-rtmp"
     merge_ms: int | None = None
     workers: int = 1  # streamgate's [rtmp] workers
+    protocol: str = "rtmp"  # the players': "rtmp", "flv" (HTTP-FLV) or "ws-flv" (streamgate)
 
     @property
     def label(self) -> str:
         if self.kind == "streamgate":
             more = f" workers={self.workers}" if self.workers != 1 else ""
+            more += f" {PROTOCOL_NAMES[self.protocol]}" if self.protocol != "rtmp" else ""
             return f"streamgate merge_ms={self.merge_ms}{more}"
         return "nginx-rtmp"
 
@@ -94,7 +106,17 @@ class Variant:
     def slug(self) -> str:
         if self.kind != "streamgate":
             return "nginx"
-        return f"sg{self.merge_ms}" + (f"w{self.workers}" if self.workers != 1 else "")
+        slug = f"sg{self.merge_ms}" + (f"w{self.workers}" if self.workers != 1 else "")
+        return slug + (f"-{self.protocol}" if self.protocol != "rtmp" else "")
+
+    def url(self, edge: Server, name: str) -> str:
+        """Where this variant's players play ``name`` on ``edge``."""
+        if self.protocol == "rtmp":
+            return edge.url(name)
+        return edge.flv_url(name, scheme="ws" if self.protocol == "ws-flv" else "http")
+
+
+PROTOCOL_NAMES = {"rtmp": "RTMP", "flv": "HTTP-FLV", "ws-flv": "WS-FLV"}
 
 
 NGINX = Variant("nginx-rtmp")
@@ -112,7 +134,9 @@ def start_edge(
     *,
     cpus: list[int] | None = None,
     edge: dict[str, Any] | None = None,
+    flv: bool = False,
 ) -> Server:
+    """``flv``: a streamgate edge with its [flv] listener too (always for FLV players)."""
     if variant.kind == "nginx-rtmp":
         return procs.nginx(f"{variant.slug}-edge", origin_port=origin.port, cpus=cpus)
     return procs.streamgate(
@@ -126,6 +150,7 @@ def start_edge(
             {"drain_time": 0.5, **({"workers": variant.workers} if variant.workers != 1 else {})},
         ),
         cpus=cpus,
+        flv=flv or variant.protocol != "rtmp",
     )
 
 
@@ -253,20 +278,48 @@ def _rate_check(
 # ---------------------------------------------------------------------------- 1. fan-out
 
 
-def fanout(bench: Bench, variants: Sequence[Variant]) -> list[dict[str, Any]]:
-    """One 2.5 Mbit/s stream fanned out to N players per edge; CPU per Gbit, RSS, rates."""
+def fanout(
+    bench: Bench,
+    variants: Sequence[Variant],
+    *,
+    counts: dict[Variant, Sequence[int]] | None = None,
+    flv: bool = False,
+    workdir: str = "fanout",
+    edge_stats: bool = False,
+) -> list[dict[str, Any]]:
+    """One 2.5 Mbit/s stream fanned out to N players per edge; CPU per Gbit, RSS, rates.
+
+    ``counts``: player counts of some variants (default ``bench.fanout_counts``);
+    ``flv``: every streamgate edge has its [flv] listener on (the same config
+    whatever its players' protocol); ``edge_stats``: a streamgate edge's statistics
+    dump after each window (its fan-out state and counters, in the row)."""
     src = bench.source(2500)
     rows: list[dict[str, Any]] = []
-    with Procs(bench.workdir / "fanout") as procs:
+    with Procs(bench.workdir / workdir) as procs:
         origin = start_origin(procs, bench)
         publish(procs, src, origin, ["fan"])
         for variant in variants:
-            edge = start_edge(procs, variant, origin)
+            edge = start_edge(procs, variant, origin, flv=flv)
             try:
-                rows += _fanout_edge(bench, variant, edge, src, origin)
+                steps = (counts or {}).get(variant, bench.fanout_counts)
+                rows += _fanout_edge(bench, variant, edge, src, origin, steps, edge_stats)
             finally:
                 procs.stop(edge)
     return rows
+
+
+def flv_fanout(
+    bench: Bench, counts: Sequence[int] = (500, 2000), ws_counts: Sequence[int] = (500,)
+) -> list[dict[str, Any]]:
+    """The fan-out of HTTP-FLV viewers through a streamgate edge (merge_ms 50), against
+    streamgate's own RTMP players and nginx-rtmp's in the same run (same origin, same
+    stream, same counts), then WebSocket-FLV viewers at ``ws_counts``."""
+    rtmp = Variant("streamgate", 50)
+    http_flv = Variant("streamgate", 50, protocol="flv")
+    ws_flv = Variant("streamgate", 50, protocol="ws-flv")
+    variants = [rtmp, http_flv, NGINX] + ([ws_flv] if ws_counts else [])
+    steps = {rtmp: counts, http_flv: counts, NGINX: counts, ws_flv: ws_counts}
+    return fanout(bench, variants, counts=steps, flv=True, workdir="flv", edge_stats=True)
 
 
 def origin_links(origin: Server) -> int:
@@ -275,10 +328,17 @@ def origin_links(origin: Server) -> int:
 
 
 def _fanout_edge(
-    bench: Bench, variant: Variant, edge: Server, src: Source, origin: Server
+    bench: Bench,
+    variant: Variant,
+    edge: Server,
+    src: Source,
+    origin: Server,
+    counts: Sequence[int],
+    edge_stats: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
-    url = edge.url("fan")
+    after: dict[int, dict[str, Any]] = {}  # players -> the edge's state after the window
+    url = variant.url(edge, "fan")
     with LoadGenerator(bench.options(), workers=bench.workers) as gen:
         gen.add([url], 10.0)
         if not wait_counting(gen, 1, 15).count(State.COUNTING):
@@ -291,7 +351,7 @@ def _fanout_edge(
         current = 1
         steps: list[tuple[int, int, Window]] = []
         links: dict[int, int] = {}
-        for n in bench.fanout_counts:
+        for n in counts:
             need = bench.fanout_window + 4 + (n - current) / bench.fanout_rate + 5
             if bench.left() < need:
                 bench.log(f"  {variant.label}: {n} players skipped (time budget)")
@@ -307,6 +367,13 @@ def _fanout_edge(
             window = measure(gen, edge, bench.fanout_window)
             steps.append((n, first, window))
             links[n] = origin_links(origin)
+            if edge_stats and variant.kind == "streamgate":
+                dump = edge.stats()
+                counters = dump.get("counters", {})
+                after[n] = {
+                    "fanout": dump.get("fanout"),
+                    "slow_players_dropped": counters.get("slow_players_dropped"),
+                }
             bench.log(
                 f"  {variant.label}: {n} players, edge {window.cpu / window.seconds:.2f} "
                 f"cores, client {window.client_cores:.2f} cores"
@@ -327,6 +394,7 @@ def _fanout_edge(
                 "kind": variant.kind,
                 "merge_ms": variant.merge_ms,
                 "workers": variant.workers,
+                "protocol": variant.protocol,
                 "origin_links": links.get(n),
                 "players": n,
                 "window_s": round(w.seconds, 2),
@@ -350,6 +418,7 @@ def _fanout_edge(
                 "failed_players": sum(
                     1 for r in records if r.index < n and r.state == State.FAILED
                 ),
+                **({"edge_after": after[n]} if n in after else {}),
             }
         )
     if profile is not None and rows:

@@ -162,6 +162,7 @@ class Server:
     label: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     http_port: int | None = None
+    flv_port: int | None = None  # streamgate with its [flv] listener
 
     @property
     def pid(self) -> int:
@@ -169,6 +170,11 @@ class Server:
 
     def url(self, name: str, app: str = "live") -> str:
         return f"rtmp://127.0.0.1:{self.port}/{app}/{name}"
+
+    def flv_url(self, name: str, app: str = "live", scheme: str = "http") -> str:
+        """The HTTP-FLV URL of a stream (``scheme="ws"``: WebSocket-FLV)."""
+        assert self.flv_port is not None, f"{self.label}: no [flv] listener"
+        return f"{scheme}://127.0.0.1:{self.flv_port}/{app}/{name}.flv"
 
     def reading(self) -> Reading:
         return read(self.pid)
@@ -285,11 +291,15 @@ class Procs:
         cpus: Iterable[int] | None = None,
         http: bool = False,
         cluster: dict[str, Any] | None = None,
+        flv: bool = False,
     ) -> Server:
         """A streamgate server (origin or edge) on a free port, via bench/sgserver.py;
-        ``http``: with its HTTP API on another free port (``Server.http_port``)."""
+        ``http``: with its HTTP API on another free port (``Server.http_port``);
+        ``flv``: with its [flv] listener (HTTP-FLV, WebSocket-FLV) on another one
+        (``Server.flv_port``)."""
         port = free_port()
         http_port = free_port() if http else None
+        flv_port = free_port() if flv else None
         wd = self.workdir / label
         wd.mkdir(parents=True, exist_ok=True)
         lines = [
@@ -309,6 +319,15 @@ class Procs:
             "[log]",
             f'level = "{log_level}"',
         ]
+        if flv_port:
+            # Its own connection caps (not [limits]', nor lifted by their allow list).
+            lines += [
+                "[flv]",
+                "enabled = true",
+                f'listen = "127.0.0.1:{flv_port}"',
+                "max_connections = 100000",
+                "max_connections_per_ip = 100000",
+            ]
         if mode == "edge":
             assert origin_port is not None
             lines += ["[edge]", f'origins = ["rtmp://127.0.0.1:{origin_port}"]']
@@ -349,10 +368,13 @@ class Procs:
             label=label,
             settings={"merge_ms": merge_ms, **(edge or {})},
             http_port=http_port,
+            flv_port=flv_port,
         )
         self.servers.append(server)
         try:
             wait_port(port, timeout=15, proc=proc)
+            if flv_port:
+                wait_port(flv_port, timeout=15, proc=proc)
             workers = (rtmp or {}).get("workers", 1)
             if workers != 1:  # the port opens with the first worker: wait for them all
                 deadline = time.monotonic() + 30

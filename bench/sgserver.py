@@ -63,6 +63,22 @@ def stats() -> dict[str, Any]:
             for value in (getattr(ctx.counters, f.name),)
         }
         out["streams"] = len(list(ctx.hub))
+        # The fan-out's state per stream (an edge's are its ingests'): groups
+        # (encodings), players live and skipping (congested, waiting for a
+        # keyframe), drops, bytes by sendfile.
+        streams = list(ctx.hub)
+        if ctx.edge is not None:
+            streams += [ingest.stream for ingest in ctx.edge.ingests.values()]
+        out["fanout"] = {
+            f"{stream.app}/{stream.name}": {
+                "groups": len(stream.groups),
+                "live": sum(len(g.live) for g in stream.groups.values()),
+                "skipping": sum(len(g.skipping) for g in stream.groups.values()),
+                "dropped_players": stream.dropped_players,
+                "bytes_sendfile": stream.bytes_sendfile,
+            }
+            for stream in streams
+        }
         if ctx.edge is not None:
             out["edge_refusals"] = dict(ctx.edge.refusals)
             out["ingests"] = len(ctx.edge.ingests)

@@ -48,6 +48,9 @@ def _hints(
         elif ":" in flv_host:
             flv_host = f"[{flv_host}]"
         api += f"\n  browser: http://{flv_host}:{flv_port}/live/<stream>.flv (or ws://)"
+    if settings.rtmp.tls_listen is not None:
+        tls_host, tls_port = listen_addresses(settings.rtmp.tls_listen)[0]
+        api += f"\n  rtmps:   port {tls_port} on {tls_host or '*'} (see docs/tls.md)"
     if settings.mode == "edge":
         return (
             f"streamgate edge ready on {host}:{port}, pulling from "

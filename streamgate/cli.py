@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     probe_cli.add_arguments(probe)
     loadtest = sub.add_parser(
         "loadtest",
-        help="play a stream with many RTMP players and report start times and bitrate",
+        help="play a stream with many RTMP, HTTP-FLV or WebSocket-FLV players and report "
+        "start times and bitrate",
     )
     loadtest_cli.add_arguments(loadtest)
     return parser

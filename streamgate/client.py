@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -161,11 +162,16 @@ class RtmpClient:
 
     @classmethod
     async def open(
-        cls, url: str | RtmpUrl, timeout: float = 5.0, source: str | None = None
+        cls,
+        url: str | RtmpUrl,
+        timeout: float = 5.0,
+        source: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> RtmpClient:
         """TCP connect, handshake and ``connect``; raises UpstreamError on refusal.
 
-        ``source``: the local address to connect from (e.g. 127.0.0.2)."""
+        ``source``: the local address to connect from (e.g. 127.0.0.2); ``tls``:
+        RTMPS with this context (the URL's host is the name checked and sent)."""
         parsed = parse_rtmp_url(url) if isinstance(url, str) else url
         client = cls(parsed)
         loop = asyncio.get_running_loop()
@@ -177,6 +183,8 @@ class RtmpClient:
                     parsed.host,
                     parsed.port,
                     local_addr=(source, 0) if source is not None else None,
+                    ssl=tls,
+                    server_hostname=parsed.host if tls is not None else None,
                 )
         except TimeoutError:
             raise UpstreamError(f"{where}: TCP connect timed out after {timeout:g} s") from None

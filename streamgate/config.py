@@ -754,8 +754,9 @@ class FlvSettings(_Section):
         ge=1,
         le=1_000_000,
         description=(
-            "Viewer connections at once from one IP address; one more is answered 429. "
-            "[limits] caps and bans apply too, shared with RTMP."
+            "Viewer connections at once from one IP address; one more is answered 503. "
+            "[limits] caps and bans apply too, shared with RTMP; addresses in [limits] "
+            "allow are exempt, as they are from RTMP's per-address caps."
         ),
     )
     header_timeout: float = Field(

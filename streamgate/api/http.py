@@ -156,6 +156,7 @@ def _busy_bytes(message: str) -> bytes:
 _BUSY = _busy_bytes("too many HTTP connections; try again later")
 _BUSY_IP = _busy_bytes("too many HTTP connections from your address; try again later")
 _EVICTED = _busy_bytes("the server is busy and this request was too slow to arrive")
+_BUSY_WHY = {_BUSY: "too many connections", _BUSY_IP: "too many connections from the address"}
 _MAX_REASON = 120
 
 Phase = Literal["head", "body", "idle"]
@@ -177,8 +178,11 @@ class HttpServer:
         *,
         counters: Counter[str] | None = None,
         connection: Callable[[HttpServer], HttpConnection] | None = None,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
         self.handler = handler
+        # Addresses the per-address cap does not apply to (an allow-list).
+        self._exempt = exempt
         # What serves each connection: an HttpConnection, or a subclass that takes
         # the connection over once a request's head is in (a media stream).
         self._connection = connection or HttpConnection
@@ -262,7 +266,11 @@ class HttpServer:
         limits = conn.limits
         # A unix-socket peer (no address: a worker's API, asked by its supervisor)
         # is one local process, not an address to cap.
-        if conn.ip and self._per_ip[conn.ip] >= limits.max_connections_per_ip:
+        if (
+            conn.ip
+            and self._per_ip[conn.ip] >= limits.max_connections_per_ip
+            and not (self._exempt is not None and self._exempt(conn.ip))
+        ):
             self.counters["rejected_busy"] += 1
             self.counters["rejected_per_ip"] += 1
             return _BUSY_IP
@@ -337,6 +345,7 @@ class HttpConnection(asyncio.Protocol):
         self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         refusal = self.server.admit(self)
         if refusal is not None:
+            self._closing(f"answered 503: {_BUSY_WHY[refusal]}", "http 503 busy", quiet=True)
             self.closed = True
             self.transport.write(refusal)
             self.transport.close()
@@ -546,7 +555,7 @@ class HttpConnection(asyncio.Protocol):
         cannot be trusted to frame a next request."""
         self.server.counters["bad_requests"] += 1
         # Aggregated per status (a flood of them costs a few lines per window).
-        log.info("http: %d %s; closing", status, message, extra={"reason": f"http {status}"})
+        self._closing(f"{status} {message}", f"http {status}")
         self._request = None
         self._send(self._error(status, message), close=True)
         if not self.closed:
@@ -557,13 +566,21 @@ class HttpConnection(asyncio.Protocol):
         status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
         # h11 may quote what the client sent: keep it short in the log and the answer.
         reason = str(exc)[:_MAX_REASON]
-        log.info("http: bad request (%s); closing", reason, extra={"reason": "http bad request"})
+        self._closing(f"bad request ({reason})", "http bad request")
         self._request = None
         self._send(self._error(status, f"bad request: {reason}"), close=True)
+
+    def _closing(self, detail: str, reason: str, *, quiet: bool = False) -> None:
+        """Why the server ends this connection: one line, grouped by ``reason``
+        (none if ``quiet``). A subclass with an end line of its own (an FLV
+        viewer) puts the words there instead: one line per connection."""
+        if not quiet:
+            log.info("http: %s; closing", detail, extra={"reason": reason})
 
     def evict(self) -> None:
         """Give up this connection's slot to a newcomer (see :meth:`HttpServer.admit`)."""
         self.server.forget(self)
+        self._closing("evicted at the connection cap", "http evicted", quiet=True)
         if self._got_bytes or self.requests == 0:
             self.closed = True
             self._cancel_timer()
@@ -641,6 +658,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self.server.counters["timeouts"] += 1
         if self.phase == "idle" or not self._got_bytes:
+            self._closing("no request in time", "no request", quiet=True)
             self.abort()  # nothing of a request came: nobody to answer
             return
         what, seconds = (
@@ -648,9 +666,7 @@ class HttpConnection(asyncio.Protocol):
             if self.phase == "head"
             else ("request body", self.limits.body_timeout)
         )
-        log.info(
-            "http: %s not received within %g s; closing", what, seconds, extra={"reason": what}
-        )
+        self._closing(f"{what} not received within {seconds:g} s", what)
         self._send(self._error(408, f"{what} not received in time"), close=True)
 
     def close(self) -> None:

@@ -233,6 +233,8 @@ class StreamgateCollector:
             yield from self._edge(now)
         if ctx.cluster is not None:
             yield from self._cluster()
+        if ctx.tls is not None:
+            yield from self._tls()
         yield from self._loop_lag()
         yield from self._http()
         yield from _listen_queue()
@@ -537,6 +539,25 @@ class StreamgateCollector:
             fresh.add_metric(address, 1 if listing.fresh(now, directory.stale_after) else 0)
             failures.add_metric(address, listing.failures)
         yield from (listed, fresh, failures)
+
+    def _tls(self) -> Iterator[Metric]:
+        tls = self.ctx.tls
+        assert tls is not None
+        expiry = GaugeMetricFamily(
+            "streamgate_tls_certificate_expiry_days",
+            "Days until each served RTMPS certificate expires (negative: expired).",
+            labels=["certificate"],
+        )
+        for path, days in tls.expiry_days():
+            expiry.add_metric([path], round(days, 3))
+        yield expiry
+        yield _labelled_counter(
+            "streamgate_tls_handshake_failures",
+            "RTMPS handshakes that failed, by reason (plain_rtmp, not_tls, closed, or "
+            "OpenSSL's reason in lower case).",
+            "reason",
+            dict(tls.failures),
+        )
 
     def _loop_lag(self) -> Iterator[Metric]:
         lag = self.lag

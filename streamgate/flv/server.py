@@ -83,6 +83,7 @@ class FlvServer:
             self._limits,
             ctx.loop,
             connection=lambda server: FlvViewer(server, ctx),
+            exempt=ctx.trusted,  # [limits] allow: as for RTMP, no per-address cap
         )
 
     def _limits(self) -> HttpLimits:
@@ -249,7 +250,10 @@ class FlvViewer(HttpConnection):
         if not self.admitted:
             return
         self.admitted = False
-        self.ending("closed by the peer" if exc is None else f"connection lost: {exc}")
+        if exc is None or isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            self.ending("closed by the viewer")  # how a player that is done leaves
+        else:
+            self.ending(f"connection lost: {exc}")
         self._detach()
         self.gate.release(self.ip)
         self.ctx.forget(self.id)
@@ -260,6 +264,10 @@ class FlvViewer(HttpConnection):
             super().pause_writing()
             return
         self.paused = True
+        # Nor is it read from: a WebSocket viewer's pings cannot queue pongs
+        # without bound while it reads nothing (nor while its stream is idle).
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
         for stream, player in self.playing.values():
             stream.player_paused(player)
 
@@ -268,6 +276,9 @@ class FlvViewer(HttpConnection):
             super().resume_writing()
             return
         self.paused = False
+        transport = self.transport
+        if self._reader is not None and transport is not None and not transport.is_closing():
+            transport.resume_reading()  # WebSocket only: HTTP viewers have nothing to say
         for stream, player in self.playing.values():
             stream.player_resumed(player)
 
@@ -275,6 +286,9 @@ class FlvViewer(HttpConnection):
 
     def _error(self, status: int, message: str) -> Response:
         return _text(status, message)
+
+    def _closing(self, detail: str, reason: str, *, quiet: bool = False) -> None:
+        self.ending(detail, reason, failed=True)  # said once, by the end line
 
     def _dispatch(self) -> None:
         """The request head is in (the HTTP server checked its framing): play."""
@@ -285,6 +299,9 @@ class FlvViewer(HttpConnection):
         self._cancel_timer()  # the head deadline is met
         self.server.waiting(self, False)
         method = request.method
+        if request.version not in ("1.0", "1.1"):  # h11 takes any HTTP/x.y
+            self._reply(_text(505, f"HTTP/{request.version[:8]} is not spoken here; use 1.1"))
+            return
         if method == "OPTIONS":
             self._reply(Response(204, b"", _TEXT, self._cors(request, preflight=True) or ()))
             return
@@ -310,12 +327,8 @@ class FlvViewer(HttpConnection):
                 return
             problem = ws.handshake_problem(request.header)
             if problem is not None:
-                log.info(
-                    "flv: bad WebSocket handshake from %s: %s",
-                    self.ip,
-                    problem,
-                    extra={"reason": "bad websocket handshake"},
-                )
+                detail = f"bad WebSocket handshake: {problem}"
+                self.ending(detail, "bad websocket handshake", failed=True)  # its end line
                 self._reply(_text(400, f"bad WebSocket handshake: {problem}"))
                 return
         cors = self._cors(request)

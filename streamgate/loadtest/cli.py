@@ -1,4 +1,5 @@
-"""``streamgate loadtest``: many RTMP players against one server, timed and measured.
+"""``streamgate loadtest``: many RTMP, HTTP-FLV or WebSocket-FLV players against one
+server, timed and measured (the URL's scheme picks the protocol).
 
 The lead wires this as a subcommand of ``streamgate``; until then it runs as
 ``python -m streamgate.loadtest``. Both call :func:`add_arguments` on a
@@ -15,10 +16,12 @@ from pathlib import Path
 from streamgate.auth.signcmd import DEFAULT_ENV as DEFAULT_SECRET_ENV  # what `sign` reads
 from streamgate.auth.signcmd import read_secret
 from streamgate.errors import ConfigError
+from streamgate.loadtest.flv import FLV_SCHEMES
 from streamgate.loadtest.player import SCAN_MODES
 from streamgate.loadtest.run import LoadConfig, run_load
 from streamgate.loadtest.signing import FORMATS, UrlSigner
 from streamgate.loadtest.stats import format_summary, write_json
+from streamgate.loadtest.worker import parse_url
 
 __all__ = ["add_arguments", "main"]
 
@@ -27,11 +30,13 @@ EXIT_USAGE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Run N RTMP players against a server; report start times and received bitrate."""
+    """Run N RTMP, HTTP-FLV or WebSocket-FLV players against a server; report start
+    times and received bitrate."""
     parser.add_argument(
         "url",
-        help="rtmp://host[:port]/app/stream; '{i}' in it is replaced by the stream number "
-        "(player index modulo --streams), for distinct stream names",
+        help="rtmp://host[:port]/app/stream (RTMP), http://host:port/app/stream.flv "
+        "(HTTP-FLV) or ws://host:port/app/stream.flv (WebSocket-FLV); '{i}' in it is "
+        "replaced by the stream number (player index modulo --streams), for distinct names",
     )
     parser.add_argument("-n", "--players", type=int, default=10, help="players (default 10)")
     parser.add_argument(
@@ -116,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SCAN_MODES,
         default="tail",
         help="after the first keyframe, look for onStatus codes at the end of each read "
-        "(tail, default), in every byte (full: costs a pass over all media), or not at all",
+        "(tail, default), in every byte (full: costs a pass over all media), or not at all; "
+        "FLV viewers look at the end of each read for the stream's end (either mode) or not",
     )
     parser.add_argument(
         "--delayed-acks",
@@ -165,8 +171,9 @@ def main(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         if config.players < 1 or config.rate <= 0 or config.duration < 0:
             raise ValueError("--players and --rate must be positive, --duration not negative")
-        if config.url.partition("://")[0] != "rtmp":
-            raise ValueError(f"not an rtmp:// URL: {config.url!r}")
+        if config.url.partition("://")[0] not in ("rtmp", *FLV_SCHEMES):
+            raise ValueError(f"not an rtmp://, http:// or ws:// URL: {config.url!r}")
+        parse_url(config.url.replace("{i}", "0"))  # a bad one fails here, not in a worker
     except ValueError as exc:
         print(f"streamgate loadtest: {exc}", file=sys.stderr)
         return EXIT_USAGE

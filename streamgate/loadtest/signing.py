@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from streamgate.auth.tokens import FORMATS, token_query
 from streamgate.client import parse_rtmp_url
+from streamgate.loadtest.flv import FLV_SCHEMES, parse_flv_url
 
 __all__ = ["FORMATS", "UrlSigner", "add_query"]
 
@@ -46,11 +47,13 @@ class UrlSigner:
         cached = self._cache.get(url)
         if cached is not None:
             return cached
-        parsed = parse_rtmp_url(url)
-        stream = parsed.name.partition("?")[0]
+        if url.partition("://")[0] in FLV_SCHEMES:  # HTTP-FLV, WebSocket-FLV
+            flv = parse_flv_url(url)
+            app, stream = flv.app, flv.stream
+        else:
+            parsed = parse_rtmp_url(url)
+            app, stream = parsed.app, parsed.name.partition("?")[0]
         exp = int((time.time() if now is None else now) + self.ttl)
-        query = token_query(
-            self.format, "play", parsed.app, stream, exp, self.secret, self.kid, self.ip
-        )
+        query = token_query(self.format, "play", app, stream, exp, self.secret, self.kid, self.ip)
         signed = self._cache[url] = add_query(url, query)
         return signed

@@ -1,5 +1,9 @@
 """A load-test worker process: a uvloop event loop running a share of the players.
 
+A player is an RTMP play (:mod:`streamgate.loadtest.player`) for an ``rtmp://``
+URL, an HTTP-FLV or WebSocket-FLV view (:mod:`streamgate.loadtest.flv`) for
+``http://`` or ``ws://``; the same run may mix them.
+
 The controller (:mod:`streamgate.loadtest.engine`) talks to each worker over
 a ``multiprocessing`` pipe with small tuples:
 
@@ -33,9 +37,19 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from streamgate.client import RtmpUrl, parse_rtmp_url
+from streamgate.loadtest.flv import FLV_SCHEMES, FlvPlayer, FlvUrl, parse_flv_url
 from streamgate.loadtest.player import Player, PlayerOptions, State
 
-__all__ = ["BUFFER_SIZE", "Worker", "raise_fd_limit", "worker_main"]
+__all__ = ["BUFFER_SIZE", "AnyPlayer", "Worker", "parse_url", "raise_fd_limit", "worker_main"]
+
+AnyPlayer = Player | FlvPlayer
+
+
+def parse_url(url: str) -> RtmpUrl | FlvUrl:
+    """An ``rtmp://`` URL for an RTMP player, ``http://`` / ``ws://`` for an FLV viewer."""
+    if url.partition("://")[0] in FLV_SCHEMES:
+        return parse_flv_url(url)
+    return parse_rtmp_url(url)
 
 BUFFER_SIZE = 256 * 1024  # one read drains a whole merged write
 
@@ -72,11 +86,11 @@ class Worker:
         self.options = options
         self.buffer = bytearray(BUFFER_SIZE)
         self.view = memoryview(self.buffer)
-        self.current: dict[int, Player] = {}  # index -> its current attempt
+        self.current: dict[int, AnyPlayer] = {}  # index -> its current attempt
         self.order: list[int] = []  # indexes in the order they were added (for remove)
         self.batches: dict[int, Batch] = {}
         self.records: list[tuple[Any, ...]] = []
-        self.urls: dict[str, RtmpUrl] = {}
+        self.urls: dict[str, RtmpUrl | FlvUrl] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -161,10 +175,16 @@ class Worker:
             return  # removed or stopped meanwhile
         parsed = self.urls.get(url)
         if parsed is None:
-            parsed = self.urls[url] = parse_rtmp_url(url)
-        player = Player(
-            index, attempt, url, parsed, self.buffer, self.view, self.options, self._ended
-        )
+            parsed = self.urls[url] = parse_url(url)
+        player: AnyPlayer
+        if isinstance(parsed, FlvUrl):
+            player = FlvPlayer(
+                index, attempt, url, parsed, self.buffer, self.view, self.options, self._ended
+            )
+        else:
+            player = Player(
+                index, attempt, url, parsed, self.buffer, self.view, self.options, self._ended
+            )
         self.current[index] = player
         player.start_timer(self.loop)
         task = self.loop.create_task(self._connect(player))
@@ -173,7 +193,7 @@ class Worker:
         if batch.hold is not None:
             self.loop.call_later(batch.hold, self._hold_over, player)
 
-    async def _connect(self, player: Player) -> None:
+    async def _connect(self, player: AnyPlayer) -> None:
         url = player.url
         limit = self.options.start_timeout if self.options.start_timeout > 0 else 30.0
         try:
@@ -184,10 +204,10 @@ class Worker:
         except OSError as exc:
             player.fail(f"connect: {exc.strerror or exc}")
 
-    def _hold_over(self, player: Player) -> None:
+    def _hold_over(self, player: AnyPlayer) -> None:
         player.leave()
 
-    def _ended(self, player: Player) -> None:
+    def _ended(self, player: AnyPlayer) -> None:
         """A play is over (either side): keep its record, maybe start it again."""
         if self.current.get(player.index) is player:
             del self.current[player.index]

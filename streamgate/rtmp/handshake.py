@@ -46,6 +46,8 @@ FMS_KEY: Final = b"Genuine Adobe Flash Media Server 001" + _KEY_TAIL  # 68 bytes
 FP_KEY_PARTIAL: Final = FP_KEY[:30]
 FMS_KEY_PARTIAL: Final = FMS_KEY[:36]
 
+_TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a ClientHello
+
 # Flash Player 9+ / FMS 3 version stamps carried in bytes 4-8 of C1/S1.
 CLIENT_VERSION: Final = b"\x80\x00\x07\x02"
 SERVER_VERSION: Final = b"\x04\x05\x00\x01"
@@ -112,6 +114,11 @@ class ServerHandshake:
         if not self._sent:
             # The version byte is judged at once: a TLS client or garbage is
             # refused now, not after 1537 bytes or the handshake timeout.
+            if self._buf and self._buf[0] == _TLS_HANDSHAKE:
+                raise RemoteProtocolError(
+                    "handshake: the client speaks TLS (rtmps://) to this plain RTMP port: "
+                    "this port speaks RTMP, not TLS"
+                )
             if self._buf and self._buf[0] != RTMP_VERSION:
                 raise RemoteProtocolError(
                     f"handshake: unsupported RTMP version {self._buf[0]} (only 3 is spoken)"

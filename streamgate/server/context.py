@@ -34,6 +34,7 @@ from streamgate.rtmp.chunk import ChunkLimits
 from streamgate.rtmp.connection import ConnectionLimits
 from streamgate.server.clients import Client
 from streamgate.server.counters import ServerCounters
+from streamgate.server.tls import ServedCertificates
 from streamgate.shield.admission import AdmissionGuard, AdmissionRules
 from streamgate.shield.bans import BanRules, BanStore, MemoryBanStore, SafeBans
 
@@ -73,6 +74,7 @@ class ServerContext:
     counters: ServerCounters = field(default_factory=ServerCounters)
     config_path: str | None = None  # what a reload re-reads
     drained: asyncio.Future[None] | None = None  # set on shutdown, done when none is left
+    tls: ServedCertificates | None = None  # [rtmp] tls_listen: what RTMPS serves
 
     @classmethod
     def build(
@@ -100,22 +102,24 @@ class ServerContext:
         )
         if settings.mode == "edge":
             edge = settings.edge
-            tls = _upstream_tls(settings)
+            upstream_tls = _upstream_tls(settings)
             connector = RtmpConnector(
                 loop,
                 UpstreamTimeouts(edge.connect_timeout, edge.reply_timeout, edge.max_redirects),
                 ctx.limits,
                 merge_delay=settings.rtmp.merge_ms / 1000,
-                tls=tls,
+                tls=upstream_tls,
             )
             ctx.edge = EdgeHub(
                 clock, _fanout(settings), _edge_timing(settings), _pool(settings, clock), connector
             )
             ctx.edge.upstream_signer = _upstream_signer(settings)
-            ctx.edge.directory = _directory(settings, tls)
+            ctx.edge.directory = _directory(settings, upstream_tls)
             ctx.source = ctx.edge
             _warn_unverified(settings)
         ctx.cluster = _cluster(settings, bans, clock, ctx.edge)
+        if settings.rtmp.tls_listen is not None:
+            ctx.tls = ServedCertificates(settings.rtmp)  # a bad certificate stops the start
         return ctx
 
     def forget(self, client_id: int) -> None:
@@ -142,8 +146,15 @@ class ServerContext:
                 restart.append(f"[http] {name} ({before} -> {after})")
         if _cluster_terms(settings) != _cluster_terms(old):
             restart.append("[cluster] (or [edge] fleet_max_connects_per_second)")
-        tls = _upstream_tls(settings) if settings.mode == "edge" else None  # a bad CA file
-        self.auth = _authorizer(settings)  # first: a bad key file leaves all as it was
+        before_tls, after_tls = old.rtmp.tls_listen, settings.rtmp.tls_listen
+        if before_tls != after_tls:
+            restart.append(f"[rtmp] tls_listen ({before_tls} -> {after_tls})")
+        # A bad CA file for rtmps:// origins leaves all as it was, as a bad key file does.
+        upstream_tls = _upstream_tls(settings) if settings.mode == "edge" else None
+        auth = _authorizer(settings)  # first: a bad key file leaves all as it was
+        if self.tls is not None and settings.rtmp.tls_listen is not None:
+            self.tls.configure(settings.rtmp)  # so does a certificate that does not load
+        self.auth = auth
         self.settings = settings
         self.limits = _connection_limits(settings)
         self.hub.settings = _hub_settings(settings)
@@ -158,8 +169,8 @@ class ServerContext:
                 connector = connector.inner
             if isinstance(connector, RtmpConnector):
                 connector.merge_delay = settings.rtmp.merge_ms / 1000
-                if tls is not None:
-                    connector.tls = tls  # links opened from now on
+                if upstream_tls is not None:
+                    connector.tls = upstream_tls  # links opened from now on
             _warn_unverified(settings)
             self.edge.negative.ttl = settings.edge.missing_ttl
             self.edge.upstream_signer = _upstream_signer(settings)
@@ -168,7 +179,7 @@ class ServerContext:
             if _directory_terms(settings) != _directory_terms(old):
                 if self.edge.directory is not None:
                     self.edge.directory.close()
-                self.edge.directory = _directory(settings, tls)
+                self.edge.directory = _directory(settings, upstream_tls)
                 if self.edge.directory is not None:
                     if self.cluster is not None:
                         self.edge.directory.share = self.cluster.directory

@@ -9,6 +9,7 @@ import logging
 from streamgate.server.binding import bind_listen, bound_addresses
 from streamgate.server.context import ServerContext
 from streamgate.server.session import RtmpSession
+from streamgate.server.tls import TlsConnection
 
 __all__ = ["RtmpServer"]
 
@@ -22,7 +23,9 @@ class RtmpServer:
         self.ctx = ctx
         self.reuse_port = reuse_port  # a worker: the address is shared with the others
         self._servers: list[asyncio.Server] = []
+        self._tls_servers: list[asyncio.Server] = []  # [rtmp] tls_listen
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeps = 0
 
     @property
     def serving(self) -> bool:
@@ -39,6 +42,15 @@ class RtmpServer:
         """Every (host, port) bound, with the ports the kernel chose for port 0."""
         return bound_addresses(self._servers)
 
+    @property
+    def tls_addresses(self) -> list[tuple[str, int]]:
+        """Every RTMPS (host, port) bound."""
+        return bound_addresses(self._tls_servers)
+
+    @property
+    def tls_port(self) -> int:
+        return self.tls_addresses[0][1]
+
     async def start(self) -> None:
         """Bind every ``[rtmp] listen`` address; a failed bind is a ConfigError."""
         settings = self.ctx.settings.rtmp
@@ -50,15 +62,32 @@ class RtmpServer:
             backlog=settings.backlog,
             reuse_port=self.reuse_port,
         )
+        tls = self.ctx.tls
+        if tls is not None and settings.tls_listen is not None:
+            try:
+                self._tls_servers = await bind_listen(
+                    self.ctx.loop,
+                    lambda: TlsConnection(tls, RtmpSession(self.ctx)),
+                    "[rtmp] tls_listen",
+                    settings.tls_listen,
+                    backlog=settings.backlog,
+                    reuse_port=self.reuse_port,
+                )
+            except BaseException:
+                for server in self._servers:
+                    server.close()
+                raise
         self._schedule_sweep()
         if self.ctx.edge is not None and self.ctx.edge.directory is not None:
             self.ctx.edge.directory.start(self.ctx.edge.clock.now)
         for host, port in self.addresses:
             log.info("RTMP listening on %s:%d", host, port)
+        for host, port in self.tls_addresses:
+            log.info("RTMPS listening on %s:%d", host, port)
 
     def stop_accepting(self) -> None:
         """Close the listening sockets; connections already made go on."""
-        for server in self._servers:
+        for server in (*self._servers, *self._tls_servers):
             server.close()
 
     def _schedule_sweep(self) -> None:
@@ -66,6 +95,9 @@ class RtmpServer:
 
     def _sweep(self) -> None:
         self.ctx.admission.sweep(self.ctx.loop.time())
+        self._sweeps += 1
+        if self.ctx.tls is not None and self._sweeps % 2 == 0:
+            self.ctx.tls.check_files()  # a certificate renewed on disk: served from now
         if self.ctx.edge is not None:
             self.ctx.edge.sweep()
         for stream in self.ctx.hub.sweep():
@@ -76,7 +108,7 @@ class RtmpServer:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for server in self._servers:
+        for server in (*self._servers, *self._tls_servers):
             server.close()
         if self.ctx.edge is not None:
             self.ctx.edge.close()
@@ -92,5 +124,5 @@ class RtmpServer:
                 await asyncio.wait_for(self.ctx.drained, self.ctx.settings.rtmp.drain_time)
         for session in list(self.ctx.sessions.values()):
             session.abort()
-        for server in self._servers:
+        for server in (*self._servers, *self._tls_servers):
             await server.wait_closed()

@@ -263,3 +263,24 @@ def test_a_banned_address_is_reset_at_accept_on_the_flv_listener() -> None:
         other = asyncio.run(view("127.0.0.1", srv.flv_port, "/live/x.flv", source="127.0.0.3"))
     assert refused.status == 0 and refused.closed  # reset: not a byte of HTTP
     assert other.status == 401  # only the offender
+
+
+def test_the_per_address_cap_spares_allow_listed_addresses() -> None:
+    flv = {**FLV, "max_connections_per_ip": 2}
+    with ServerThread(flv=flv, limits={"allow": ["127.0.0.1"]}) as srv:
+        held = []
+        try:
+            for source in ("127.0.0.1", "127.0.0.2"):
+                for _ in range(2):  # at the cap: two idle connections each
+                    held.append(
+                        socket.create_connection(
+                            ("127.0.0.1", srv.flv_port), source_address=(source, 0)
+                        )
+                    )
+            capped = get(srv, "/live/x.flv", source="127.0.0.2")
+            allowed = get(srv, "/live/x.flv", source="127.0.0.1")
+        finally:
+            for sock in held:
+                sock.close()
+    assert capped.status == 503 and b"your address" in capped.body
+    assert allowed.status == 404  # served: the allow-listed address has no cap

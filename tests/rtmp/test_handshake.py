@@ -235,5 +235,7 @@ def test_a_wrong_version_byte_is_refused_at_once() -> None:
     from streamgate.errors import RemoteProtocolError as _Refused
     from streamgate.rtmp.handshake import ServerHandshake as _Server
 
-    with pytest.raises(_Refused, match="version 22"):
-        _Server().receive_data(b"\x16")
+    with pytest.raises(_Refused, match=r"the client speaks TLS .* this port speaks RTMP, not TLS"):
+        _Server().receive_data(b"\x16")  # named as what it is, a TLS ClientHello
+    with pytest.raises(_Refused, match="version 23"):
+        _Server().receive_data(b"\x17")
