@@ -2,7 +2,8 @@
 # Installs the Debian/Ubuntu packages streamgate needs, when they are missing
 # and we can (root with apt-get). Without them the interop tests skip (or fail in CI).
 #   python  - what `python3 -m venv` needs on a fresh Debian/Ubuntu
-#   interop - ffmpeg/ffprobe, nginx with its RTMP module, rtmpdump (librtmp),
+#   interop - ffmpeg/ffprobe, nginx with its RTMP and stream (TLS proxy, the
+#             rtmps:// origin of the tests) modules, rtmpdump (librtmp),
 #             redis-server (the [cluster] store) and chromium (the built-in page's
 #             browser test, driven by Playwright), the real peers of the tests
 set -u
@@ -16,6 +17,7 @@ case "$want" in
     command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
     [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing="$missing libnginx-mod-rtmp"
+    [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$missing libnginx-mod-stream"
     command -v rtmpdump >/dev/null 2>&1 || missing="$missing rtmpdump"
     command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
     command -v chromium >/dev/null 2>&1 || missing="$missing chromium"

@@ -290,7 +290,8 @@ class EdgeSettings(_Section):
     origins: list[str] = Field(
         default_factory=list,
         description=(
-            "Origins to pull from, rtmp://host[:port], tried in order (failover); the "
+            "Origins to pull from, rtmp://host[:port] or rtmps://host[:port] (TLS, port 443 "
+            "by default, verified with the tls_* settings), tried in order (failover); the "
             "player's app and stream name select the upstream stream."
         ),
     )
@@ -341,7 +342,14 @@ class EdgeSettings(_Section):
             "rate apply (refused if the budget was found spent a moment ago)."
         ),
     )
-    connect_timeout: float = Field(3.0, gt=0, description="TCP connect timeout toward an origin.")
+    connect_timeout: float = Field(
+        3.0,
+        gt=0,
+        description=(
+            "Seconds for the TCP connect toward an origin and, for rtmps://, the TLS "
+            "handshake with it (one deadline for both)."
+        ),
+    )
     reply_timeout: float = Field(
         5.0,
         gt=0,
@@ -422,7 +430,8 @@ class EdgeSettings(_Section):
         description=(
             "SHA-256 fingerprints (hex, colons allowed) of an origin certificate or of its "
             "public key (SubjectPublicKeyInfo); when set, an rtmps:// origin must present "
-            "one of them, besides passing verification (unless tls_verify = false)."
+            "one of them, besides passing verification (unless tls_verify = false: then the "
+            "pin alone is checked). Not used for https:// directories."
         ),
     )
 

@@ -6,15 +6,23 @@ bounded: one deadline for the whole exchange and a cap on the response
 body. Responses are parsed by h11 (the same parser as our API server), so
 chunked bodies, content lengths and malformed answers are handled in one
 place.
+
+``https://`` uses the default verified context unless the caller passes its
+own (the edge's directory polls pass ``[edge] tls_*``'s); a certificate that
+fails verification is explained by :mod:`streamgate.tls.diagnosis`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import h11
+
+from streamgate.tls.diagnosis import ORIGIN_HINTS, explain_ssl_error, explain_verify_error
 
 __all__ = ["HttpError", "HttpReply", "HttpTarget", "HttpTimeout", "fetch"]
 
@@ -65,16 +73,30 @@ async def fetch(
     timeout: float,
     max_body: int,
     unix_path: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> HttpReply:
     """One request on a fresh connection; raises :class:`HttpError` on any failure.
 
-    ``unix_path``: connect to that unix socket instead of the target's host."""
+    ``unix_path``: connect to that unix socket instead of the target's host;
+    ``tls``/``server_name``: the context and the verified name (default: the
+    system's trust store, the target's host) of an ``https://`` target."""
+    where = f"{target.host}:{target.port}"
     try:
         async with asyncio.timeout(timeout):
-            return await _exchange(target, method, body, headers, max_body, unix_path)
+            return await _exchange(
+                target, method, body, headers, max_body, unix_path, tls, server_name
+            )
     except TimeoutError:
-        where = f"{target.host}:{target.port}"
         raise HttpTimeout(f"no answer from {where} within {timeout:g} s") from None
+    except ssl.SSLCertVerificationError as exc:
+        name = server_name or target.host
+        text = explain_verify_error(
+            exc.verify_code, exc.verify_message, None, name, datetime.now(UTC), ORIGIN_HINTS
+        )
+        raise HttpError(f"{where}: {text}") from None
+    except ssl.SSLError as exc:
+        raise HttpError(f"{where}: {explain_ssl_error(exc)}") from None
     except (OSError, h11.ProtocolError) as exc:
         raise HttpError(f"{target.host}:{target.port}: {exc or type(exc).__name__}") from None
 
@@ -86,13 +108,20 @@ async def _exchange(
     headers: tuple[tuple[str, str], ...],
     max_body: int,
     unix_path: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> HttpReply:
     if unix_path is not None:
         reader, writer = await asyncio.open_unix_connection(unix_path)
-    else:
+    elif target.tls:
         reader, writer = await asyncio.open_connection(
-            target.host, target.port, ssl=target.tls or None
+            target.host,
+            target.port,
+            ssl=tls or True,
+            server_hostname=server_name or target.host,
         )
+    else:
+        reader, writer = await asyncio.open_connection(target.host, target.port)
     try:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16 * 1024)
         head = [

@@ -43,6 +43,7 @@ libnginx-mod-rtmp 1.1.4), which the helpers rely on:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -66,6 +67,7 @@ from tests.waiting import wait_until as wait_until  # re-exported: its old home
 
 LOOPBACK = "127.0.0.1"
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 # Debian packages that provide each peer binary.
 _DEBIAN_PACKAGES: dict[str, str] = {
@@ -121,6 +123,28 @@ def need_nginx_rtmp() -> tuple[str, str]:
     if not module.is_file():
         _missing(f"nginx RTMP module {str(module)!r} not found", "nginx libnginx-mod-rtmp")
     return nginx, str(module)
+
+
+def need_nginx_stream() -> str:
+    """``ngx_stream_module.so``'s path (nginx's TCP/TLS proxy, for RTMPS); skip/fail as need."""
+    need_nginx_rtmp()
+    if not NGINX_STREAM_MODULE.is_file():
+        _missing(
+            f"nginx stream module {str(NGINX_STREAM_MODULE)!r} not found", "libnginx-mod-stream"
+        )
+    return str(NGINX_STREAM_MODULE)
+
+
+@dataclass(frozen=True)
+class TlsFront:
+    """One TLS port of :class:`NginxRtmp` (nginx's ``stream`` module) in front of its
+    plain RTMP port: ``ssl_certificate`` ``cert`` (the chain, leaf first), ``key``;
+    ``directives``: more ``ssl_*`` lines (e.g. ``"ssl_protocols TLSv1.2;"``)."""
+
+    cert: Path
+    key: Path
+    directives: str = ""
+    port: int = field(default_factory=lambda: free_port())
 
 
 # --------------------------------------------------------------------------- ports / polling
@@ -390,8 +414,11 @@ class NginxRtmp:
         *,
         rtmp_port: int | None = None,
         http_port: int | None = None,
+        tls: Sequence[TlsFront] = (),
     ) -> None:
         self.nginx, self.module = need_nginx_rtmp()
+        self.stream_module = need_nginx_stream() if tls else None
+        self.tls = list(tls)
         self.workdir = Path(workdir).resolve()
         self.application_block = rtmp_application_block
         self._auto_ports = rtmp_port is None and http_port is None
@@ -407,8 +434,27 @@ class NginxRtmp:
 
     def config_text(self) -> str:
         w = self.workdir
+        modules = f"load_module {self.module};"
+        stream = ""
+        if self.stream_module is not None:
+            modules += f"\nload_module {self.stream_module};"
+            servers = "".join(
+                f"""
+    server {{
+        listen {LOOPBACK}:{front.port} ssl;
+        ssl_certificate {front.cert};
+        ssl_certificate_key {front.key};
+        {front.directives}
+        proxy_pass {LOOPBACK}:{self.rtmp_port};
+    }}"""
+                for front in self.tls
+            )
+            stream = f"""
+stream {{{servers}
+}}
+"""
         return f"""\
-load_module {self.module};
+{modules}
 
 daemon off;
 master_process off;
@@ -447,7 +493,7 @@ http {{
         }}
     }}
 }}
-"""
+{stream}"""
 
     def write_config(self) -> None:
         self.conf_path.write_text(self.config_text())
@@ -475,6 +521,7 @@ http {{
                 if attempt + 1 < attempts and "Address already in use" in logs:
                     # Lost a race for an auto-picked port: pick new ones and retry.
                     self.rtmp_port, self.http_port = free_port(), free_port()
+                    self.tls = [dataclasses.replace(f, port=free_port()) for f in self.tls]
                     self.write_config()
                     with contextlib.suppress(OSError):
                         self.error_log.rename(self.workdir / f"error.log.{attempt}")
@@ -492,7 +539,7 @@ http {{
                 argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT
             )
         proc = self.proc
-        ports = {self.rtmp_port, self.http_port}
+        ports = {self.rtmp_port, self.http_port, *(front.port for front in self.tls)}
         deadline = time.monotonic() + timeout
         problem: str | None = None
         # Port accepting is not enough: when one bind() fails nginx keeps the

@@ -35,6 +35,7 @@ from streamgate import __version__
 from streamgate.api.views import StreamRef, stream_refs
 from streamgate.relay.stream import Stream
 from streamgate.shield import BreakerState
+from streamgate.tls.diagnosis import REASONS as TLS_REASONS
 
 if TYPE_CHECKING:
     from streamgate.api.http import HttpServer
@@ -468,8 +469,18 @@ class StreamgateCollector:
                 labels=labels,
             ),
         }
+        tls_failures = CounterMetricFamily(
+            "streamgate_edge_tls_failures",
+            "TLS handshakes (or pin checks) toward rtmps:// origins that failed, per origin "
+            "and reason: expired, not_yet_valid, self_signed, unknown_issuer, "
+            "hostname_mismatch, pin_mismatch, protocol, timeout, not_tls, other.",
+            labels=["origin", "reason"],
+        )
         for origin in edge.pool.origins:
             address = [origin.address]
+            if origin.tls:
+                for reason in TLS_REASONS:
+                    tls_failures.add_metric([origin.address, reason], origin.tls_failures[reason])
             families["links"].add_metric(address, origin.links)
             families["breaker"].add_metric(address, BREAKER_VALUES[origin.breaker.current(now)])
             families["connects"].add_metric(address, origin.connects)
@@ -478,6 +489,7 @@ class StreamgateCollector:
             families["rate_limited"].add_metric(address, origin.rate_limited)
             families["opens"].add_metric(address, origin.breaker.opens)
         yield from families.values()
+        yield tls_failures
         if edge.directory is not None:
             yield from self._directory(edge.directory, edge.pool.origins, now)
         refusals = dict(edge.refusals)

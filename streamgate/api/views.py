@@ -296,11 +296,25 @@ def clients_listing(ctx: ServerContext, now: float) -> JsonObject:
     return {"clients": [client_view(s, now) for s in sessions if not s.closed]}
 
 
-def origin_view(origin: Origin, now: float) -> JsonObject:
-    """One origin an edge pulls from, with its breaker and counters."""
+def origin_view(origin: Origin, now: float, tls: JsonObject | None = None) -> JsonObject:
+    """One origin an edge pulls from, with its breaker and counters.
+
+    ``tls``: how rtmps:// origins are verified (``verify``, ``ca_file``,
+    ``server_name``, ``pins``), shown under ``"tls"`` for an rtmps:// origin with
+    its TLS failures by reason; a plain rtmp:// origin has ``"tls": null``."""
     breaker = origin.breaker
+    tls_view: JsonObject | None = None
+    if origin.tls:
+        settings = tls or {"verify": True, "ca_file": None, "server_name": None, "pins": 0}
+        tls_view = {
+            **settings,
+            "server_name": settings.get("server_name") or origin.host,
+            "failures": dict(sorted(origin.tls_failures.items())),
+            "last_failure": origin.last_tls_failure or None,
+        }
     return {
         "address": origin.address,
+        "scheme": origin.scheme,
         "healthy": origin.healthy(now),
         "breaker": breaker.current(now).value,
         "breaker_consecutive_failures": breaker.failures,
@@ -312,6 +326,7 @@ def origin_view(origin: Origin, now: float) -> JsonObject:
         "missing": origin.missing,
         "rate_limited": origin.rate_limited,
         "last_error": redact(origin.last_error) or None,
+        "tls": tls_view,
     }
 
 
@@ -331,7 +346,14 @@ def origins_listing(ctx: ServerContext, now: float) -> JsonObject:
     """``GET /api/v1/origins``: empty in origin mode."""
     if ctx.edge is None:
         return {"mode": ctx.settings.mode, "origins": []}
-    views = [origin_view(o, now) for o in ctx.edge.pool.origins]
+    edge = ctx.settings.edge
+    tls: JsonObject = {
+        "verify": edge.tls_verify,
+        "ca_file": str(edge.tls_ca_file) if edge.tls_ca_file is not None else None,
+        "server_name": edge.tls_server_name,
+        "pins": len(edge.tls_pin_sha256),
+    }
+    views = [origin_view(o, now, tls) for o in ctx.edge.pool.origins]
     directory = ctx.edge.directory
     if directory is not None:
         for view, listing in zip(views, directory.listings, strict=False):

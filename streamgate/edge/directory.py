@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -139,6 +140,9 @@ class OriginDirectory:
     timeout: float
     authoritative: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    # https:// URLs: [edge] tls_verify/tls_ca_file's context and tls_server_name.
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+    server_name: str | None = None
     share: SharedListings | None = field(default=None, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -150,6 +154,8 @@ class OriginDirectory:
         interval: float,
         authoritative: bool = False,
         token: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> OriginDirectory:
         targets = [HttpTarget.parse(u, "directory URL") if u else None for u in urls]
         return cls(
@@ -158,6 +164,8 @@ class OriginDirectory:
             timeout=min(interval, 2.0),
             authoritative=authoritative,
             headers=(("Authorization", f"Bearer {token}"),) if token else (),
+            tls=tls,
+            server_name=server_name,
         )
 
     @property
@@ -209,7 +217,12 @@ class OriginDirectory:
         listing.fetches += 1
         try:
             reply = await fetch(
-                listing.target, headers=self.headers, timeout=self.timeout, max_body=_MAX_LISTING
+                listing.target,
+                headers=self.headers,
+                timeout=self.timeout,
+                max_body=_MAX_LISTING,
+                tls=self.tls,
+                server_name=self.server_name,
             )
             if reply.status != 200:
                 raise DirectoryError(f"HTTP {reply.status}")

@@ -17,28 +17,40 @@ queues, nothing waits.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from streamgate.client import RtmpUrl
 from streamgate.shield import BreakerState, CircuitBreaker, RateWindow
 
-__all__ = ["Lease", "Origin", "OriginPool", "Refusal", "parse_origin"]
+__all__ = ["Lease", "Origin", "OriginAddress", "OriginPool", "Refusal", "parse_origin"]
+
+# rtmps:// without a port: 443, as FFmpeg (and librtmp) use.
+_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
 
 
-def parse_origin(url: str) -> tuple[str, int]:
-    """``rtmp://host[:port]`` -> (host, port); the app and name come from the player."""
+class OriginAddress(NamedTuple):
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_origin(url: str) -> OriginAddress:
+    """``rtmp://host[:port]`` or ``rtmps://host[:port]`` (TLS) -> (host, port, tls);
+    the app and name come from the player."""
     parts = urlsplit(url)
-    if parts.scheme != "rtmp" or not parts.hostname:
-        raise ValueError(f"origin must be rtmp://host[:port], got {url!r}")
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"origin must be rtmp://host[:port] or rtmps://host[:port], got {url!r}")
     if parts.path.strip("/") or parts.query:
         raise ValueError(f"origin must not have a path or query (the player's are used): {url!r}")
     try:
-        port = parts.port or 1935
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise ValueError(f"origin has an invalid port: {url!r}") from None
-    return parts.hostname, port
+    return OriginAddress(parts.hostname, port, parts.scheme == "rtmps")
 
 
 @dataclass(slots=True)
@@ -56,10 +68,24 @@ class Origin:
     missing: int = 0
     last_error: str = ""
     rate_limited: int = 0
+    tls: bool = False  # rtmps://
+    # TLS failures by reason (streamgate.tls.diagnosis.REASONS), and the last one's.
+    tls_failures: Counter[str] = field(default_factory=Counter)
+    last_tls_failure: str = ""
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "rtmps" if self.tls else "rtmp"
+
+    def count_tls_failure(self, reason: str) -> None:
+        """A link's TLS handshake (or pin check) failed for ``reason``; the link
+        still reports the failure to the pool, which judges the origin's health."""
+        self.tls_failures[reason] += 1
+        self.last_tls_failure = reason
 
     def url(self, app: str, name: str) -> RtmpUrl:
         return RtmpUrl(self.host, self.port, app, name)
@@ -110,12 +136,14 @@ class OriginPool:
         return cls(
             [
                 Origin(
-                    *parse_origin(url),
+                    address.host,
+                    address.port,
                     CircuitBreaker(breaker_failures, breaker_reset),
                     RateWindow(max_connects_per_second),
                     max_upstreams,
+                    tls=address.tls,
                 )
-                for url in urls
+                for address in map(parse_origin, urls)
             ]
         )
 
@@ -150,8 +178,9 @@ class OriginPool:
                 continue
             probe = origin.breaker.current(now) is BreakerState.HALF_OPEN
             if not origin.breaker.allow(now):
+                last = f": {origin.last_error}" if origin.last_error else ""
                 refusal = refusal or Refusal(
-                    "breaker_open", f"origin {origin.address} is failing (circuit open)"
+                    "breaker_open", f"origin {origin.address} is failing (circuit open){last}"
                 )
                 continue
             if index in listed:

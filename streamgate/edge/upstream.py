@@ -8,10 +8,21 @@ counts as a connect failure). An RTMP redirect (``NetConnection.Connect.Rejected
 with ``ex.redirect``, as SRS origin clusters send) is followed at most
 ``max_redirects`` times.
 
+An ``rtmps://`` origin gets TLS over the TCP connection before the RTMP
+handshake (:class:`UpstreamTls`: verified against the system trust store or
+only ``[edge] tls_ca_file``, TLS 1.2 at least, SNI and host name check on the
+origin's name or ``tls_server_name``, then the optional ``tls_pin_sha256``).
+``connect_timeout`` bounds the TCP connect and the TLS handshake together:
+one deadline from the first SYN to the verified handshake. A TLS failure is
+explained (:func:`streamgate.tls.client.diagnose`, which may look at the
+port once more), logged as a warning, counted on the origin by reason, and
+reported like an unreachable origin.
+
 Outcomes, as the sink hears them:
 
-* connect refused or timed out, no answer in time, closed before ``play``
-  was sent -> ``link_failed(connect=True)`` (the origin's health);
+* connect refused or timed out, TLS failed, no answer in time, closed
+  before ``play`` was sent -> ``link_failed(connect=True)`` (the origin's
+  health: its breaker, failover to the next origin; never the negative cache);
 * the play refused (``PlayRefused``: ``Play.StreamNotFound``, ``Play.Failed``
   or any error status), createStream answered with ``_error``, or a refused
   ``connect`` -> ``link_missing``;
@@ -38,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -62,8 +74,11 @@ from streamgate.rtmp.events import (
 )
 from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
 from streamgate.rtmp.messages import MsgType, Status
+from streamgate.tls.client import diagnose, origin_context
+from streamgate.tls.diagnosis import ORIGIN_HINTS, TlsFailure
+from streamgate.tls.pins import pin_mismatch
 
-__all__ = ["RtmpConnector", "UpstreamLink", "UpstreamTimeouts"]
+__all__ = ["RtmpConnector", "UpstreamLink", "UpstreamTimeouts", "UpstreamTls"]
 
 log = logging.getLogger("streamgate.upstream")
 
@@ -81,6 +96,39 @@ class UpstreamTimeouts:
     max_redirects: int = 2
 
 
+# The second look after a TLS failure (certificate fetch, RTMP sniff) is bounded by this.
+_LOOK_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How ``rtmps://`` origins are dialled (the ``[edge] tls_*`` settings).
+
+    ``server_name``: the SNI and the name checked in the certificate, instead
+    of each origin's host (no SNI is sent for an IP literal); ``pins``: SHA-256
+    fingerprints (64 lowercase hex digits) of the certificate or its public key,
+    one of which the origin must present (checked with or without ``verify``)."""
+
+    context: ssl.SSLContext
+    verify: bool = True
+    server_name: str | None = None
+    pins: tuple[str, ...] = ()
+    ca_file: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        verify: bool = True,
+        ca_file: str | None = None,
+        server_name: str | None = None,
+        pins: tuple[str, ...] = (),
+    ) -> UpstreamTls:
+        """Raises ``OSError``/``ssl.SSLError`` when ``ca_file`` cannot be loaded."""
+        context = origin_context(verify=verify, ca_file=ca_file)
+        return cls(context, verify, server_name, pins, ca_file)
+
+
 class RtmpConnector:
     """Connector for the ingest: opens :class:`UpstreamLink` objects on the running loop."""
 
@@ -91,6 +139,7 @@ class RtmpConnector:
         limits: ConnectionLimits | None = None,
         merge_delay: float = 0.0,
         unix_path: str | None = None,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.loop = loop
         self.timeouts = timeouts
@@ -99,9 +148,38 @@ class RtmpConnector:
         # Dial this unix socket instead of the origin's address (a worker
         # relaying the stream another worker of the machine pulls).
         self.unix_path = unix_path
+        self._tls = tls
+
+    @property
+    def tls(self) -> UpstreamTls:
+        """For rtmps:// origins (verified with the system trust store unless set)."""
+        if self._tls is None:
+            self._tls = UpstreamTls.build()
+        return self._tls
+
+    @tls.setter
+    def tls(self, value: UpstreamTls) -> None:
+        self._tls = value
 
     def open(self, origin: Origin, app: str, name: str, sink: LinkSink) -> UpstreamLink:
-        return UpstreamLink(self, origin.host, origin.port, app, name, sink)
+        return UpstreamLink(self, origin.host, origin.port, app, name, sink, origin)
+
+
+class _PendingTls(asyncio.Protocol):
+    """The protocol of a connection while its TLS handshake runs: holds what
+    arrives until the link takes the TLS transport over."""
+
+    __slots__ = ("data", "lost")
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
 
 
 class _Connection(asyncio.Protocol):
@@ -133,11 +211,20 @@ class UpstreamLink:
     """One play link; :meth:`close` is final and silences the sink."""
 
     def __init__(
-        self, connector: RtmpConnector, host: str, port: int, app: str, name: str, sink: LinkSink
+        self,
+        connector: RtmpConnector,
+        host: str,
+        port: int,
+        app: str,
+        name: str,
+        sink: LinkSink,
+        origin: Origin | None = None,
     ) -> None:
         self.connector = connector
         self.loop = connector.loop
         self.timeouts = connector.timeouts
+        self.origin = origin  # TLS failures are counted on it
+        self.tls = origin is not None and origin.tls and connector.unix_path is None
         self.host = host
         self.port = port
         self.app = app
@@ -173,6 +260,7 @@ class UpstreamLink:
         return f"{self.host}:{self.port}/{self.app}/{self.name}"
 
     async def _connect(self) -> None:
+        handshaking = False  # TCP is up, the TLS handshake runs
         try:
             async with asyncio.timeout(self.timeouts.connect_timeout):
                 generation = self.generation
@@ -181,18 +269,94 @@ class UpstreamLink:
                     await self.loop.create_unix_connection(
                         lambda: _Connection(self, generation), path
                     )
-                else:
+                elif not self.tls:
                     await self.loop.create_connection(
                         lambda: _Connection(self, generation), self.host, self.port
                     )
-        except TimeoutError:
-            self._fail(f"TCP connect to {self.host}:{self.port} timed out", connect=True)
-        except OSError as exc:
-            self._fail(f"{self.host}:{self.port}: {exc.strerror or exc}", connect=True)
+                else:
+                    raw, pending = await self.loop.create_connection(
+                        _PendingTls, self.host, self.port
+                    )
+                    handshaking = True
+                    await self._start_tls(raw, pending, generation)
+        except TimeoutError as exc:
+            if handshaking:
+                await self._tls_failed(exc)
+            else:
+                self._fail(f"TCP connect to {self.host}:{self.port} timed out", connect=True)
+        except OSError as exc:  # ssl.SSLError included
+            if handshaking:
+                await self._tls_failed(exc)
+            else:
+                self._fail(f"{self.host}:{self.port}: {exc.strerror or exc}", connect=True)
         except (ValueError, UnicodeError) as exc:  # an address the resolver refuses
             self._fail(f"{self.host}:{self.port}: {exc}", connect=True)
         finally:
             self._task = None
+
+    @property
+    def server_name(self) -> str:
+        """The name verified in the origin's certificate (and sent as SNI, unless an IP)."""
+        return self.connector.tls.server_name or self.host
+
+    async def _start_tls(
+        self, base: asyncio.BaseTransport, pending: _PendingTls, generation: int
+    ) -> None:
+        tls = self.connector.tls
+        raw = cast(asyncio.Transport, base)  # uvloop's do not subclass it
+        try:
+            transport = await self.loop.start_tls(
+                raw,
+                pending,
+                tls.context,
+                server_hostname=self.server_name,
+                ssl_handshake_timeout=self.timeouts.connect_timeout,
+            )
+        except BaseException:
+            raw.abort()
+            raise
+        if transport is None:  # the loop gave up on the connection meanwhile
+            raw.abort()
+            raise ConnectionResetError("connection lost during the TLS handshake")
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        mismatch = pin_mismatch(der, tls.pins)
+        if mismatch is not None:
+            transport.abort()
+            self._fail_tls(TlsFailure("pin_mismatch", mismatch))
+            return
+        connection = _Connection(self, generation)
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        for data in pending.data:
+            connection.data_received(data)
+        if pending.lost is not None:
+            connection.connection_lost(pending.lost[0])
+
+    async def _tls_failed(self, exc: BaseException) -> None:
+        if self.closed:
+            return
+        failure = await diagnose(
+            exc,
+            host=self.host,
+            port=self.port,
+            server_hostname=self.server_name,
+            handshake_timeout=self.timeouts.connect_timeout,
+            look_timeout=min(self.timeouts.connect_timeout, _LOOK_TIMEOUT),
+            hints=ORIGIN_HINTS,
+        )
+        self._fail_tls(failure)
+
+    def _fail_tls(self, failure: TlsFailure) -> None:
+        if self.closed:
+            return
+        if self.origin is not None:
+            self.origin.count_tls_failure(failure.reason)
+        log.warning(
+            "upstream %s: %s (tls_failure=%s)", self.where, failure.description, failure.reason
+        )
+        self.close()
+        self.sink.link_failed(failure.description, connect=True)
 
     def close(self) -> None:
         if self.closed:
@@ -238,7 +402,8 @@ class UpstreamLink:
             transport.abort()
             return
         self.transport = transport
-        tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
+        scheme = "rtmps" if self.tls else "rtmp"
+        tc_url = f"{scheme}://{self.host}:{self.port}/{self.app}"
         self.conn = ClientConnection(
             tc_url, self.app, self.connector.limits, now=self.loop.time()
         )
@@ -371,14 +536,21 @@ class UpstreamLink:
         try:
             parts = urlsplit(redirect)
             host = parts.hostname
-            port = parts.port or 1935
-            if parts.scheme != "rtmp" or not host:
-                raise ValueError("not rtmp://host")
+            tls = parts.scheme == "rtmps"
+            port = parts.port or (443 if tls else 1935)
+            if parts.scheme not in ("rtmp", "rtmps") or not host:
+                raise ValueError("not rtmp(s)://host")
             host.encode("idna")
         except (ValueError, UnicodeError):
             self.close()
             self.sink.link_missing(
                 Status.PLAY_FAILED, f"origin redirect unusable: {redirect[:200]!r}"
+            )
+            return
+        if self.tls and not tls:
+            self.close()
+            self.sink.link_missing(
+                Status.PLAY_FAILED, f"origin redirect would leave TLS: {redirect[:200]!r}"
             )
             return
         log.info("upstream %s: redirected to %s", self.where, redirect)
@@ -390,6 +562,7 @@ class UpstreamLink:
         self.driver = None
         self.generation += 1
         self.redirects += 1
+        self.tls = tls and self.connector.unix_path is None
         self.host = host
         self.port = port
         self.app = parts.path.strip("/").split("/")[0] or self.app

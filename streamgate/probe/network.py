@@ -18,12 +18,12 @@ from typing import Any
 
 from streamgate.probe.report import Done, StepFailed
 from streamgate.probe.session import ProbeRun
+from streamgate.tls.client import fetch_certificate
 from streamgate.tls.diagnosis import (
     client_context,
     describe_certificate,
     explain_ssl_error,
     explain_verify_error,
-    unverified_context,
 )
 from streamgate.tls.x509 import CertificateInfo, X509Error, parse_certificate
 
@@ -129,27 +129,13 @@ async def _fetch_certificate(run: ProbeRun) -> CertificateInfo | None:
     if run.peer is None:
         return None
     family, sockaddr = run.peer
-    writer = None
-    try:
-        async with asyncio.timeout(run.options.timeout):
-            _reader, writer = await asyncio.open_connection(
-                str(sockaddr[0]),
-                int(sockaddr[1]),
-                family=family,
-                ssl=unverified_context(),
-                server_hostname=run.target.host,
-            )
-        ssl_object = writer.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        return parse_certificate(der) if der else None
-    except (OSError, TimeoutError, X509Error):
-        return None
-    finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+    return await fetch_certificate(
+        str(sockaddr[0]),
+        int(sockaddr[1]),
+        server_hostname=run.target.host,
+        timeout=run.options.timeout,
+        family=family,
+    )
 
 
 async def step_tls(run: ProbeRun) -> Done:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from streamgate.edge.budgeted import BudgetedConnector
 from streamgate.edge.directory import OriginDirectory
 from streamgate.edge.hub import EdgeHub, EdgeTiming
 from streamgate.edge.origins import OriginPool
-from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts
+from streamgate.edge.upstream import RtmpConnector, UpstreamTimeouts, UpstreamTls
+from streamgate.errors import ConfigError
 from streamgate.relay.clock import Clock, LoopClock
 from streamgate.relay.hub import HubSettings, StreamHub
 from streamgate.relay.source import PlaySource
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from streamgate.cluster.node import ClusterNode
 
 __all__ = ["ServerContext"]
+
+log = logging.getLogger("streamgate.edge")
 
 
 @dataclass
@@ -98,18 +102,21 @@ class ServerContext:
         )
         if settings.mode == "edge":
             edge = settings.edge
+            upstream_tls = _upstream_tls(settings)
             connector = RtmpConnector(
                 loop,
                 UpstreamTimeouts(edge.connect_timeout, edge.reply_timeout, edge.max_redirects),
                 ctx.limits,
                 merge_delay=settings.rtmp.merge_ms / 1000,
+                tls=upstream_tls,
             )
             ctx.edge = EdgeHub(
                 clock, _fanout(settings), _edge_timing(settings), _pool(settings, clock), connector
             )
             ctx.edge.upstream_signer = _upstream_signer(settings)
-            ctx.edge.directory = _directory(settings)
+            ctx.edge.directory = _directory(settings, upstream_tls)
             ctx.source = ctx.edge
+            _warn_unverified(settings)
         ctx.cluster = _cluster(settings, bans, clock, ctx.edge)
         if settings.rtmp.tls_listen is not None:
             ctx.tls = ServedCertificates(settings.rtmp)  # a bad certificate stops the start
@@ -142,6 +149,8 @@ class ServerContext:
         before_tls, after_tls = old.rtmp.tls_listen, settings.rtmp.tls_listen
         if before_tls != after_tls:
             restart.append(f"[rtmp] tls_listen ({before_tls} -> {after_tls})")
+        # A bad CA file for rtmps:// origins leaves all as it was, as a bad key file does.
+        upstream_tls = _upstream_tls(settings) if settings.mode == "edge" else None
         auth = _authorizer(settings)  # first: a bad key file leaves all as it was
         if self.tls is not None and settings.rtmp.tls_listen is not None:
             self.tls.configure(settings.rtmp)  # so does a certificate that does not load
@@ -160,6 +169,9 @@ class ServerContext:
                 connector = connector.inner
             if isinstance(connector, RtmpConnector):
                 connector.merge_delay = settings.rtmp.merge_ms / 1000
+                if upstream_tls is not None:
+                    connector.tls = upstream_tls  # links opened from now on
+            _warn_unverified(settings)
             self.edge.negative.ttl = settings.edge.missing_ttl
             self.edge.upstream_signer = _upstream_signer(settings)
             if settings.edge.origins != old.edge.origins:
@@ -167,7 +179,7 @@ class ServerContext:
             if _directory_terms(settings) != _directory_terms(old):
                 if self.edge.directory is not None:
                     self.edge.directory.close()
-                self.edge.directory = _directory(settings)
+                self.edge.directory = _directory(settings, upstream_tls)
                 if self.edge.directory is not None:
                     if self.cluster is not None:
                         self.edge.directory.share = self.cluster.directory
@@ -255,10 +267,43 @@ def _directory_terms(settings: Settings) -> tuple[object, ...]:
         edge.directory_interval,
         edge.directory_authoritative,
         edge.directory_token,
+        edge.tls_verify,
+        edge.tls_ca_file,
+        edge.tls_server_name,
     )
 
 
-def _directory(settings: Settings) -> OriginDirectory | None:
+def _upstream_tls(settings: Settings) -> UpstreamTls:
+    """The TLS of rtmps:// origins and https:// directories, from ``[edge] tls_*``."""
+    edge = settings.edge
+    ca_file = str(edge.tls_ca_file) if edge.tls_ca_file is not None else None
+    try:
+        return UpstreamTls.build(
+            verify=edge.tls_verify,
+            ca_file=ca_file,
+            server_name=edge.tls_server_name,
+            pins=tuple(edge.tls_pin_sha256),
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[edge] tls_ca_file {ca_file}: cannot load it: {exc}") from None
+
+
+def _warn_unverified(settings: Settings) -> None:
+    """``tls_verify = false`` is said loudly, at start and at each reload."""
+    edge = settings.edge
+    if edge.tls_verify:
+        return
+    secure = [u for u in edge.origins if u.startswith("rtmps:")]
+    secure += [u for u in edge.directory if u.startswith("https:")]
+    log.warning(
+        "[edge] tls_verify = false: the certificates of rtmps:// origins and https:// "
+        "directories are NOT verified (%s)%s",
+        ", ".join(secure) or "none configured yet",
+        "; tls_pin_sha256 is still checked" if edge.tls_pin_sha256 else "",
+    )
+
+
+def _directory(settings: Settings, tls: UpstreamTls | None) -> OriginDirectory | None:
     edge = settings.edge
     if not any(edge.directory):
         return None
@@ -267,6 +312,8 @@ def _directory(settings: Settings) -> OriginDirectory | None:
         interval=edge.directory_interval,
         authoritative=edge.directory_authoritative,
         token=edge.directory_token.get_secret_value() if edge.directory_token else None,
+        tls=tls.context if tls is not None else None,
+        server_name=edge.tls_server_name,
     )
 
 

@@ -1,21 +1,27 @@
 """TLS failures explained in one line (the probe, the RTMPS listener, rtmps:// origins).
 
 Verification is on by default (the system trust store, or only the CAs of
-``--ca FILE``). When it fails, OpenSSL's verify code says which check failed;
-the probe then reads the server's certificate over a second, unverified
-connection so the explanation can name dates and host names. Everything but
+``--ca FILE`` / ``[edge] tls_ca_file``). When it fails, OpenSSL's verify code
+says which check failed; the client then reads the server's certificate over
+a second, unverified connection (:mod:`streamgate.tls.client`) so the
+explanation can name dates and host names. Each failure also has a reason
+from the small fixed set :data:`REASONS` (a metrics label). Everything but
 :func:`client_context` is pure: the current time is passed in.
 """
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 from streamgate.tls.x509 import CertificateInfo
 
 __all__ = [
+    "ORIGIN_HINTS",
+    "PROBE_HINTS",
+    "REASONS",
     "X509_V_ERR_CERT_HAS_EXPIRED",
     "X509_V_ERR_CERT_NOT_YET_VALID",
     "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT",
@@ -24,11 +30,17 @@ __all__ = [
     "X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN",
     "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
     "X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    "Hints",
+    "TlsFailure",
     "client_context",
     "describe_certificate",
+    "explain_not_tls",
     "explain_ssl_error",
+    "explain_timeout",
     "explain_verify_error",
+    "ssl_error_reason",
     "unverified_context",
+    "verify_reason",
 ]
 
 # OpenSSL's X509_V_ERR_* verify codes (include/openssl/x509_vfy.h), as found in
@@ -47,6 +59,57 @@ X509_V_ERR_HOSTNAME_MISMATCH: Final = 62
 X509_V_ERR_IP_ADDRESS_MISMATCH: Final = 64
 
 _EXPIRY_WARNING_DAYS: Final = 14
+
+# Why a TLS connection failed, as a metrics label: a small fixed set.
+REASONS: Final = (
+    "expired",
+    "not_yet_valid",
+    "self_signed",
+    "unknown_issuer",
+    "hostname_mismatch",
+    "pin_mismatch",
+    "protocol",
+    "timeout",
+    "not_tls",
+    "other",
+)
+
+_VERIFY_REASONS: Final = {
+    X509_V_ERR_CERT_HAS_EXPIRED: "expired",
+    X509_V_ERR_CERT_NOT_YET_VALID: "not_yet_valid",
+    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: "self_signed",
+    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: "unknown_issuer",  # an untrusted private root
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: "unknown_issuer",
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unknown_issuer",
+    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unknown_issuer",
+    X509_V_ERR_HOSTNAME_MISMATCH: "hostname_mismatch",
+    X509_V_ERR_IP_ADDRESS_MISMATCH: "hostname_mismatch",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFailure:
+    """A failed TLS connection: ``reason`` (one of :data:`REASONS`) and the one line."""
+
+    reason: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """How the user of an explanation trusts a CA or turns verification off."""
+
+    ca: str
+    insecure: str
+
+
+PROBE_HINTS: Final = Hints("--ca FILE", "--insecure")
+ORIGIN_HINTS: Final = Hints("[edge] tls_ca_file", "[edge] tls_verify = false")
+
+
+def verify_reason(code: int) -> str:
+    """The :data:`REASONS` label of an OpenSSL verify code."""
+    return _VERIFY_REASONS.get(code, "other")
 
 
 def client_context(*, insecure: bool = False, cafile: str | None = None) -> ssl.SSLContext:
@@ -95,6 +158,7 @@ def explain_verify_error(
     cert: CertificateInfo | None,
     host: str,
     now: datetime,
+    hints: Hints = PROBE_HINTS,
 ) -> str:
     """The one-line diagnosis for an ``SSLCertVerificationError``.
 
@@ -121,12 +185,12 @@ def explain_verify_error(
     if code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
         return (
             f"TLS: self-signed certificate{subject}: not trusted; pass it or its CA "
-            "with --ca FILE (or --insecure to skip verification)"
+            f"with {hints.ca} (or {hints.insecure} to skip verification)"
         )
     if code == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
         return (
             "TLS: self-signed root certificate in the chain is not trusted: pass the "
-            "private root CA with --ca FILE"
+            f"private root CA with {hints.ca}"
         )
     if code in (X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT):
         issuer = f" ({cert.issuer})" if cert is not None and cert.issuer else ""
@@ -172,6 +236,21 @@ _REASONS: Final = {
 }
 
 
+# ... and the REASONS label of each (the rest are "other").
+_SSL_REASON_LABELS: Final = {
+    "WRONG_VERSION_NUMBER": "not_tls",
+    "PACKET_LENGTH_TOO_LONG": "not_tls",
+    "HTTP_REQUEST": "not_tls",
+    "UNSUPPORTED_PROTOCOL": "protocol",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol",
+    "NO_PROTOCOLS_AVAILABLE": "protocol",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "protocol",
+    "NO_SHARED_CIPHER": "protocol",
+    "NO_CIPHERS_AVAILABLE": "protocol",
+    "TLSV1_ALERT_INSUFFICIENT_SECURITY": "protocol",
+}
+
+
 def explain_ssl_error(exc: ssl.SSLError) -> str:
     """The one-line diagnosis for a handshake failure other than verification."""
     reason = getattr(exc, "reason", None) or ""  # set by the C code, not by SSLError(...)
@@ -180,3 +259,26 @@ def explain_ssl_error(exc: ssl.SSLError) -> str:
         return f"TLS handshake failed: {plain} ({reason})"
     text = exc.strerror or str(exc)
     return f"TLS handshake failed: {text}"
+
+
+def ssl_error_reason(exc: ssl.SSLError) -> str:
+    """The :data:`REASONS` label of a handshake failure other than verification."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return verify_reason(exc.verify_code)
+    return _SSL_REASON_LABELS.get(getattr(exc, "reason", None) or "", "other")
+
+
+def explain_timeout(seconds: float) -> str:
+    """No answer to the ClientHello in time (a silent or overloaded server)."""
+    return (
+        f"TLS: no answer to the TLS handshake in {seconds:g} s (the server is silent or "
+        "overloaded, or it is not a TLS port)"
+    )
+
+
+def explain_not_tls(where: str, first: bytes) -> str:
+    """The port answered, but not in TLS: RTMP's S0 (byte 3) or something else."""
+    if first[:1] == b"\x03":
+        return f"TLS: {where}: this port speaks RTMP, not TLS: use rtmp:// (a plain rtmp:// port)"
+    shown = first[:8].hex(" ")
+    return f"TLS: {where}: this port does not speak TLS (it answered bytes {shown})"

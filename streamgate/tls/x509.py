@@ -1,4 +1,5 @@
-"""Just enough of X.509 to explain a TLS failure: names, validity dates, SANs.
+"""Just enough of X.509 to explain a TLS failure: names, validity dates, SANs,
+and the SubjectPublicKeyInfo bytes a public-key pin is computed over.
 
 The probe reads the server's certificate to say *why* verification failed
 ("expired on 2026-01-02", "is for a.example, b.example"). Python's ``ssl``
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-__all__ = ["CertificateInfo", "X509Error", "parse_certificate"]
+__all__ = ["CertificateInfo", "X509Error", "parse_certificate", "subject_public_key_info"]
 
 # DER universal tags, and the context tags we look for.
 _INTEGER: Final = 0x02
@@ -83,6 +84,19 @@ def parse_certificate(der: bytes) -> CertificateInfo:
         if isinstance(exc, X509Error):
             raise
         raise X509Error(f"unreadable certificate: {exc}") from None
+
+
+def subject_public_key_info(der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a certificate (tag and length included), the
+    bytes a public-key pin hashes (as HPKP's ``pin-sha256`` and curl's
+    ``--pinnedpubkey sha256//`` do)."""
+    try:
+        start, end = _tbs_fields(der)[5]
+    except (IndexError, ValueError) as exc:
+        if isinstance(exc, X509Error):
+            raise
+        raise X509Error(f"unreadable certificate: {exc}") from None
+    return der[start:end]
 
 
 # --------------------------------------------------------------------- DER reading
@@ -170,6 +184,23 @@ def _subject_alt_names(data: bytes, start: int, end: int) -> tuple[list[str], li
         elif tag == _SAN_IP and len(value) in (4, 16):
             ips.append(str(ipaddress.ip_address(value)))
     return dns, ips
+
+
+def _tbs_fields(der: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each tbsCertificate field after the version, tag and length
+    included: serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo..."""
+    cert = _expect(_read(der, 0), _SEQUENCE, "certificate")
+    start, end = _expect(_children(der, *cert)[0], _SEQUENCE, "tbsCertificate")
+    spans = []
+    while start < end:
+        item = _read(der, start)
+        spans.append((start, item[2]))
+        start = item[2]
+    if spans and der[spans[0][0]] == _VERSION:
+        spans = spans[1:]
+    if len(spans) < 6:
+        raise X509Error("tbsCertificate has too few fields")
+    return spans
 
 
 def _parse(der: bytes) -> CertificateInfo:
