@@ -284,3 +284,21 @@ def test_a_banned_address_is_reset_before_any_tls(pki: Pki) -> None:
         assert srv.call(lambda: sum(srv.ctx.tls.failures.values())) == 0  # type: ignore[union-attr]
         # No handshake was attempted: a good client from elsewhere is served.
         assert served_serial(tls_port(srv), pki) > 0
+
+
+def test_an_edge_pulls_from_a_streamgate_origin_over_verified_rtmps(
+    srv: ServerThread, pki: Pki
+) -> None:
+    need("ffmpeg")
+    from tests.interop.test_edge import play
+
+    with publisher(srv.url("x")):
+        wait_until(lambda: srv.published("x"), timeout=15, what="ffmpeg to publish")
+        edge_settings = {
+            "origins": [f"rtmps://localhost:{tls_port(srv)}"],
+            "tls_ca_file": str(pki.ca),
+        }
+        with ServerThread(mode="edge", edge=edge_settings) as edge:  # type: ignore[arg-type]
+            result = edge.run(play(edge.url("x"), 30))
+            assert result.media >= 30 and result.first_video_key
+            assert srv.call(lambda: srv.ctx is not None and srv.ctx.tls is not None)
