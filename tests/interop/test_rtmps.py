@@ -20,8 +20,10 @@ from cryptography import x509
 from streamgate.client import RtmpClient
 from streamgate.config import load_settings
 from streamgate.errors import ConfigError
+from streamgate.log import flush_floods
 from streamgate.rtmp.events import MediaReceived
 from streamgate.server.tls import ServedCertificates
+from tests.logs import accounted, real_log
 from tests.peers import need, process_log, publisher
 from tests.pki import Issued, Pki
 from tests.server.harness import ServerThread
@@ -250,12 +252,23 @@ def test_hostile_tls_costs_only_its_own_connection(srv: ServerThread, pki: Pki) 
             await asyncio.gather(player, return_exceptions=True)
             return list(took), before, counts[0]
 
-        took, before, after = asyncio.run(scenario())
+        with real_log() as out:
+            took, before, after = asyncio.run(scenario())
+            ctx = srv.ctx
+            assert ctx is not None
+            wait_until(lambda: srv.call(lambda: len(ctx.sessions)) <= 2, timeout=10, what="cleanup")
+            flush_floods()
+            lines = [
+                line for line in out.getvalue().splitlines() if "disconnected (unknown" in line
+            ]
+    # One line per connection, aggregated per reason: a handful for 304 attackers.
+    assert accounted(lines, "disconnected (unknown") == 304, "\n".join(lines)
+    assert len(lines) <= 12, "\n".join(lines)
+    assert any("plain RTMP to the RTMPS port" in line for line in lines), "\n".join(lines)
     assert max(took) <= deadline + 3, sorted(took)[-5:]
     assert after > before
     failures = srv.call(lambda: dict(srv.ctx.tls.failures))  # type: ignore[union-attr]
     assert failures.get("plain_rtmp") == 1, failures
-    wait_until(lambda: srv.call(lambda: len(srv.ctx.sessions)) <= 2, timeout=10, what="cleanup")  # type: ignore[union-attr]
 
 
 def _client_hello(pki: Pki) -> bytes:
