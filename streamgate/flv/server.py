@@ -36,8 +36,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import socket
-import struct
 import urllib.parse
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
@@ -49,7 +47,7 @@ from streamgate.relay.encoding import FlvTags, Framing
 from streamgate.relay.stream import BOTH, Player, Stream
 from streamgate.rtmp.connection import name_problem
 from streamgate.rtmp.messages import Status
-from streamgate.server.clients import next_client_id
+from streamgate.server.clients import EndLine, next_client_id, reset_at_accept
 from streamgate.server.delivery import TransportDelivery
 from streamgate.server.gate import AccessGate, Refusal
 
@@ -64,7 +62,6 @@ CHUNKED = Framing("chunked", "flv", lambda size: b"%x\r\n" % size, b"\r\n")
 WEBSOCKET = Framing("websocket", "ws-flv", ws.frame_head)
 PLAIN = Framing("plain", "flv", None)  # HTTP/1.0: the body ends with the connection
 
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _TEXT = "text/plain; charset=utf-8"
 _RETRY_AFTER = "2"  # seconds, on a 503: an origin or a limit may let it through soon
 # A viewer whose stream has not said yet what tracks it carries (no metadata,
@@ -177,9 +174,7 @@ class FlvViewer(HttpConnection):
         self._describe_timer: asyncio.TimerHandle | None = None
         self._stream: Stream | None = None  # ready, waiting to be described
         self._tasks: set[asyncio.Task[None]] = set()
-        self.end_detail: str | None = None
-        self.end_reason = ""
-        self.end_failed = False
+        self.end = EndLine()
 
     # ------------------------------------------------------------ Client
 
@@ -204,19 +199,9 @@ class FlvViewer(HttpConnection):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and peer else "?"
         now = self.ctx.loop.time()
         reason = self.gate.admit(ip, now)
-        if reason is not None:
-            # A banned or over-limit address costs no HTTP parsing: reset at accept.
-            log.warning(
-                "connection from %s refused at accept: %s",
-                ip,
-                reason,
-                extra={"reason": f"refused at accept: {reason}"},
-            )
+        if reason is not None:  # a banned or over-limit address costs no HTTP parsing
             self.closed = True
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
+            reset_at_accept(log, transport, ip, reason)
             return
         self.admitted = True
         self.connected_at = now
@@ -586,28 +571,13 @@ class FlvViewer(HttpConnection):
 
     def ending(self, detail: str, reason: str | None = None, *, failed: bool = False) -> None:
         """Remember why the connection ends (the first cause counts) for its end line."""
-        if self.end_detail is None:
-            self.end_detail = detail
-            self.end_reason = detail if reason is None else reason
-            self.end_failed = failed
+        self.end.note(detail, reason, failed=failed)
 
     def _log_end(self) -> None:
-        """The connection's one end line; refusals and requests that never played
-        are grouped by reason (a flood of them costs a few lines)."""
-        now = self.ctx.loop.time()
-        args = (
-            self.id,
-            self.peer,
-            f"{self.framing.protocol} viewer",
-            now - self.connected_at,
-            self.end_detail or "closed",
-        )
-        level = logging.WARNING if self.end_failed else logging.INFO
-        template = "conn %d %s: disconnected (%s, %.1f s): %s"
-        if self.played and not self.end_failed:
-            log.log(level, template, *args)
-        else:
-            log.log(level, template, *args, extra={"reason": self.end_reason or "closed"})
+        """The connection's one end line (see :class:`EndLine`)."""
+        role = f"{self.framing.protocol} viewer"
+        seconds = self.ctx.loop.time() - self.connected_at
+        self.end.write(log, self.id, self.peer, role, seconds, self.played)
 
 
 _PHRASES = {

@@ -8,12 +8,75 @@ implementing this interface.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+import struct
 from collections.abc import Mapping
 from typing import Protocol
 
 from streamgate.relay.stream import Player, Stream
 
-__all__ = ["Client", "ClientIds", "next_client_id"]
+__all__ = ["Client", "ClientIds", "EndLine", "next_client_id", "reset_at_accept"]
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+def reset_at_accept(
+    logger: logging.Logger, transport: asyncio.BaseTransport, ip: str, reason: str
+) -> None:
+    """An address refused at accept (a ban, a cap): one aggregated line, then a reset
+    before any protocol byte, so the accept loop moves on at once."""
+    logger.warning(
+        "connection from %s refused at accept: %s",
+        ip,
+        reason,
+        extra={"reason": f"refused at accept: {reason}"},
+    )
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()  # type: ignore[attr-defined]
+
+
+class EndLine:
+    """Why a connection ends, for its one end line: what to say, the reason lines
+    are grouped by (no peer-chosen names in it) and whether it was a refusal or
+    an error. The first cause wins."""
+
+    __slots__ = ("detail", "failed", "reason")
+
+    def __init__(self) -> None:
+        self.detail: str | None = None
+        self.reason = ""
+        self.failed = False
+
+    def note(self, detail: str, reason: str | None = None, *, failed: bool = False) -> None:
+        if self.detail is None:
+            self.detail = detail
+            self.reason = detail if reason is None else reason
+            self.failed = failed
+
+    def write(
+        self,
+        logger: logging.Logger,
+        client_id: int,
+        peer: str,
+        role: str,
+        seconds: float,
+        started: bool,
+    ) -> None:
+        """The line. A connection that never played or published is what a flood is
+        made of: its line carries its reason, so the flood filter aggregates such
+        lines per reason whatever their level (refusals and errors are warnings). A
+        real client's end always gets its own line."""
+        args = (client_id, peer, role, seconds, self.detail or "closed")
+        level = logging.WARNING if self.failed else logging.INFO
+        template = "conn %d %s: disconnected (%s, %.1f s): %s"
+        if started and not self.failed:
+            logger.log(level, template, *args)
+        else:
+            logger.log(level, template, *args, extra={"reason": self.reason or "closed"})
 
 
 class ClientIds:

@@ -45,6 +45,7 @@ from streamgate.rtmp.events import (
     StreamClosed,
 )
 from streamgate.rtmp.messages import Status
+from streamgate.server.clients import EndLine
 from streamgate.server.gate import AccessGate, Refusal
 
 if TYPE_CHECKING:
@@ -112,12 +113,7 @@ class RtmpController:
         self.closed = False
         self.ended = False  # the adapter logged the end (once, at connection_lost)
         self.started = False  # played or published: a real client, not a flood
-        # How the connection ended, for its one end line: what to say, the
-        # reason lines are grouped by (no peer-chosen names in it) and
-        # whether it was a refusal or an error. The first cause wins.
-        self.end_detail: str | None = None
-        self.end_reason = ""
-        self.end_failed = False
+        self.end = EndLine()  # how the connection ended, for its one end line
 
     # ------------------------------------------------------------ from the adapter
 
@@ -176,32 +172,11 @@ class RtmpController:
 
     def ending(self, detail: str, reason: str | None = None, *, failed: bool = False) -> None:
         """Remember why the connection ends (the first cause counts) for its end line."""
-        if self.end_detail is None:
-            self.end_detail = detail
-            self.end_reason = detail if reason is None else reason
-            self.end_failed = failed
+        self.end.note(detail, reason, failed=failed)
 
     def log_end(self, now: float) -> None:
-        """The connection's one end line, with why it ended.
-
-        A connection that never played or published is what a flood is made
-        of: its line carries its reason, so the flood filter aggregates such
-        lines per reason whatever their level (refusals and errors are
-        warnings). A real client's end always gets its own line.
-        """
-        args = (
-            self.id,
-            self.peer,
-            self.role,
-            now - self.connected_at,
-            self.end_detail or "closed",
-        )
-        level = logging.WARNING if self.end_failed else logging.INFO
-        template = "conn %d %s: disconnected (%s, %.1f s): %s"
-        if self.started and not self.end_failed:
-            log.log(level, template, *args)
-        else:
-            log.log(level, template, *args, extra={"reason": self.end_reason})
+        """The connection's one end line (see :class:`EndLine`)."""
+        self.end.write(log, self.id, self.peer, self.role, now - self.connected_at, self.started)
 
     # ------------------------------------------------------------ sinks for the relay
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
@@ -24,7 +22,7 @@ from streamgate.auth import AuthDecision
 from streamgate.errors import ProtocolError
 from streamgate.relay.stream import Player, Stream
 from streamgate.rtmp.connection import ServerConnection
-from streamgate.server.clients import next_client_id
+from streamgate.server.clients import next_client_id, reset_at_accept
 from streamgate.server.controller import RtmpController
 from streamgate.server.delivery import TransportDelivery
 from streamgate.server.gate import AccessGate
@@ -37,7 +35,6 @@ __all__ = ["RtmpSession"]
 
 log = logging.getLogger("streamgate.session")
 
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class RtmpSession(asyncio.Protocol):
@@ -100,18 +97,8 @@ class RtmpSession(asyncio.Protocol):
             self.peer = gate.peer_label
         reason = gate.admit(self.ip, now)
         if reason is not None:
-            # Before any handshake byte, with a reset: the accept loop moves on at once.
-            log.warning(
-                "connection from %s refused at accept: %s",
-                self.ip,
-                reason,
-                extra={"reason": f"refused at accept: {reason}"},
-            )
             self.closed = True
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
+            reset_at_accept(log, transport, self.ip, reason)
             return
         # One line per connection, when it ends, saying why (a flood of refused
         # plays would otherwise pay for two); "playing"/"publishing" mark the starts.

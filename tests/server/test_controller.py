@@ -129,7 +129,7 @@ def test_play_of_a_missing_stream_is_refused_counted_and_held_against_the_addres
         client.play(name)
         assert client.statuses() == [Status.PLAY_STREAM_NOT_FOUND]
         assert client.link.closed and client.ctl.closed
-        assert client.ctl.end_failed and client.ctl.end_reason == (
+        assert client.ctl.end.failed and client.ctl.end.reason == (
             f"play refused: {Status.PLAY_STREAM_NOT_FOUND}"
         )
     assert ctx.counters.plays_refused[Status.PLAY_STREAM_NOT_FOUND] == len(names)
@@ -160,7 +160,7 @@ def test_a_second_publisher_of_a_name_is_told_bad_name() -> None:
     second = Client(ctx)
     second.publish("cam")
     assert second.statuses() == [Status.PUBLISH_BAD_NAME]
-    assert second.link.closed and not second.ctl.end_failed  # a clash, not an attack
+    assert second.link.closed and not second.ctl.end.failed  # a clash, not an attack
     assert ctx.counters.rejected["publish_busy"] == 1
 
 
@@ -227,5 +227,5 @@ def test_a_publisher_leaving_ends_its_players_with_unpublish_notify() -> None:
     publisher.ctl.lost(None)
     assert player.statuses()[-1] == Status.PLAY_UNPUBLISH_NOTIFY
     assert player.link.closed
-    assert publisher.ctl.end_detail == "closed by the peer"
+    assert publisher.ctl.end.detail == "closed by the peer"
     assert ctx.hub.get("live", "cam") is None
