@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import generate_latest
 
 from streamgate import __version__
 from streamgate.api.views import StreamRef, stream_refs
@@ -577,34 +579,8 @@ class StreamgateCollector:
         )
 
     def _http(self) -> Iterator[Metric]:
-        http = self.http
-        if http is not None:
-            yield GaugeMetricFamily(
-                "streamgate_http_connections",
-                "Open HTTP API connections.",
-                value=len(http.connections),
-            )
-            statuses = {
-                k.partition(":")[2]: v for k, v in http.counters.items() if k.startswith("status:")
-            }
-            yield _labelled_counter(
-                "streamgate_http_responses", "HTTP API responses, by status code.", "code", statuses
-            )
-            yield CounterMetricFamily(
-                "streamgate_http_connections_rejected",
-                "HTTP connections refused (503) at the global or the per-address cap.",
-                value=http.counters.get("rejected_busy", 0),
-            )
-            yield CounterMetricFamily(
-                "streamgate_http_connections_evicted",
-                "HTTP connections closed at the cap to admit a newcomer (slow or idle ones).",
-                value=http.counters.get("evicted", 0),
-            )
-            yield CounterMetricFamily(
-                "streamgate_http_timeouts",
-                "HTTP connections closed for not sending a request in time.",
-                value=http.counters.get("timeouts", 0),
-            )
+        if self.http is not None:
+            yield from http_families(self.http)
         if self.thumbnails is not None:
             yield CounterMetricFamily(
                 "streamgate_thumbnails_made",
@@ -619,6 +595,45 @@ class StreamgateCollector:
             dict(self.api_counters),
         )
 
+
+def http_families(http: HttpServer) -> Iterator[Metric]:
+    """An HTTP listener's connections, answers, refusals, evictions and timeouts."""
+    yield GaugeMetricFamily(
+        "streamgate_http_connections", "Open HTTP API connections.", value=len(http.connections)
+    )
+    statuses = {
+        k.partition(":")[2]: v for k, v in http.counters.items() if k.startswith("status:")
+    }
+    yield _labelled_counter(
+        "streamgate_http_responses", "HTTP API responses, by status code.", "code", statuses
+    )
+    yield CounterMetricFamily(
+        "streamgate_http_connections_rejected",
+        "HTTP connections refused (503) at the global or the per-address cap.",
+        value=http.counters.get("rejected_busy", 0),
+    )
+    yield CounterMetricFamily(
+        "streamgate_http_connections_evicted",
+        "HTTP connections closed at the cap to admit a newcomer (slow or idle ones).",
+        value=http.counters.get("evicted", 0),
+    )
+    yield CounterMetricFamily(
+        "streamgate_http_timeouts",
+        "HTTP connections closed for not sending a request in time.",
+        value=http.counters.get("timeouts", 0),
+    )
+
+
+def http_exposition(http: HttpServer) -> str:
+    """:func:`http_families` as exposition text (a supervisor's, merged with its workers')."""
+
+    class _One:
+        def collect(self) -> Iterator[Metric]:
+            return http_families(http)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_One())
+    return generate_latest(registry).decode("utf-8")
 
 NETSTAT = Path("/proc/net/netstat")
 _LISTEN_SERIES = {

@@ -63,6 +63,9 @@ class Machine(Protocol):
 
     def own_metrics(self) -> str: ...
 
+    def listener_metrics(self) -> str:
+        """The machine's API listener's own series (the streamgate_http_* families)."""
+
 
 __all__ = ["Machine", "build_routes", "merge_metrics"]
 
@@ -71,7 +74,7 @@ _MAX_BODY = 64 << 20
 _PLAIN = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _label(line: str, worker: int) -> str:
+def _label(line: str, worker: int | str) -> str:
     """A sample line with ``worker="N"`` added to its labels."""
     name, sep, rest = line.partition("{")
     if sep:
@@ -84,10 +87,14 @@ def _label(line: str, worker: int) -> str:
     return f'{name}{{worker="{worker}"}} {value}'
 
 
-def merge_metrics(texts: dict[int, str]) -> str:
-    """The workers' exposition texts as one: each family once, every sample labelled."""
+def merge_metrics(texts: dict[int, str], own: str = "") -> str:
+    """The workers' exposition texts as one: each family once, every sample labelled
+    with its worker (``own``, the supervisor's series, with ``worker="supervisor"``)."""
     families: dict[str, tuple[list[str], list[str]]] = {}
-    for worker, text in sorted(texts.items()):
+    sources: list[tuple[int | str, str]] = [*sorted(texts.items())]
+    if own:
+        sources.append(("supervisor", own))
+    for worker, text in sources:
         family = ""
         for line in text.splitlines():
             if not line:
@@ -258,7 +265,8 @@ def build_routes(sup: Machine) -> list[Route]:
     async def metrics(request: Request, args: PathArgs) -> Response:
         got, _ = await ask_all(request)
         texts = {w: b.decode("utf-8", "replace") for w, (s, b) in got.items() if s == 200}
-        return Response(200, (merge_metrics(texts) + sup.own_metrics()).encode(), _PLAIN)
+        merged = merge_metrics(texts, sup.listener_metrics())
+        return Response(200, (merged + sup.own_metrics()).encode(), _PLAIN)
 
     async def readyz(request: Request, args: PathArgs) -> Response:
         got, missing = await ask_all(request)

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from streamgate.api.http import HttpServer
+from streamgate.api.metrics import http_exposition
 from streamgate.api.routing import Router
 from streamgate.api.server import http_limits
 from streamgate.config import Settings, listen_addresses, load_settings
@@ -260,6 +261,9 @@ class Supervisor:
             ],
             "bus": self.exchange.view(),
         }
+
+    def listener_metrics(self) -> str:
+        return http_exposition(self.http) if self.http is not None else ""
 
     def own_metrics(self) -> str:
         connected = set(self.exchange.connected())

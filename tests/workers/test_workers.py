@@ -29,6 +29,7 @@ from streamgate.client import RtmpClient
 from streamgate.rtmp.events import StatusReceived
 from streamgate.rtmp.messages import Status
 from streamgate.workers.ownership import owner_of
+from tests.api.test_http_flood import SlowHeaderFlood, probe
 from tests.flv.viewer import ViewerResult, view
 from tests.peers import NginxRtmp, free_port, publisher, wait_until
 from tests.processes import ConnectCounter
@@ -419,6 +420,28 @@ async def play_all_one(run: PlayerRun, url: str) -> None:
     except TimeoutError:
         stop.set()
         await task
+
+
+def test_the_supervisors_api_answers_its_probes_through_a_slow_header_flood(
+    tmp_path: Path, nginx: NginxRtmp
+) -> None:
+    """The machine's one API listener (the supervisor's, over the workers') keeps its
+    bounds: 160 slow-header connections from eight other addresses churn only
+    themselves, and health probes and the aggregated API from 127.0.0.1 are served."""
+    edge = Machine(tmp_path, nginx.rtmp_port).start()
+    try:
+        flood_sources = [f"127.0.0.{i}" for i in range(20, 28)]
+        with SlowHeaderFlood(edge.http_port, flood_sources, 20, tick=0.5) as flood:
+            assert flood.started.wait(30)
+            answers = [probe(edge.http_port, path) for path in ("/healthz", "/readyz") * 10]
+            answers.append(probe(edge.http_port, "/api/v1/workers"))
+        assert answers == [200] * len(answers), answers
+        assert flood.opened > 0
+        counters = edge.metric("streamgate_http_connections_rejected_total")
+        counters += edge.metric("streamgate_http_connections_evicted_total")
+        assert counters > 0  # the flood met the caps (not the probes)
+    finally:
+        assert edge.stop() == 0, edge.log()
 
 
 def test_the_api_answers_for_the_machine(tmp_path: Path, nginx: NginxRtmp) -> None:
