@@ -265,3 +265,22 @@ def test_any_message_sequence_gives_well_formed_flv(
     assert len(sink.reader.tags) == len(messages)
     assert [t.body for t in sink.reader.tags] == [m[2] for m in messages]
     assert not sink.reader.buffer
+
+
+def test_enhanced_rtmp_hevc_passes_through_with_its_fourcc_headers() -> None:
+    clock, stream = make()
+    # Enhanced RTMP: IsExHeader | FrameType (1: key) | PacketType, then the FourCC.
+    config = bytes([0x80 | 0x10 | 0]) + b"hvc1" + b"\x01" + b"C" * 30  # SequenceStart
+    key = bytes([0x80 | 0x10 | 1]) + b"hvc1" + b"\x00\x00\x00" + b"K" * 200  # CodedFrames
+    inter = bytes([0x80 | 0x20 | 3]) + b"hvc1" + b"P" * 80  # CodedFramesX
+    stream.on_media(V, 0, config)
+    stream.on_media(A, 0, AAC_CONFIG)
+    stream.on_media(V, 1000, key)
+    assert stream.described and stream.tracks() == (True, True)
+    sink = add(stream, "chunked")
+    stream.on_media(V, 1040, inter)
+    clock.advance(1)
+    video = [t for t in sink.reader.tags if t.type == 9]
+    assert [t.body for t in video] == [config, key, inter]  # byte for byte
+    assert video[1].keyframe and video[1].timestamp == 0 and video[2].timestamp == 40
+    assert sink.reader.flags == 0x05
