@@ -76,11 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["fanout", "capacity", "cold", "flood", "churn", "workers", "fleet", "flv"],
+        choices=[
+            "fanout", "capacity", "cold", "flood", "churn", "workers", "fleet", "flv", "rtmps"
+        ],
         help="run only these scenarios",
     )
     parser.add_argument(
-        "--counts", type=int, nargs="+", help="fan-out player counts (flv: default 500 2000)"
+        "--counts",
+        type=int,
+        nargs="+",
+        help="fan-out player counts (flv: default 500 2000; rtmps: 100 500 1000)",
     )
     parser.add_argument("--window", type=float, help="fan-out measured seconds per count")
     parser.add_argument(
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sg50w2 = [scenarios.Variant("streamgate", 50, workers=2)]
     nginx = [scenarios.NGINX]
     flv_counts = sorted(args.counts or (500, 2000))
+    rtmps_counts = sorted(args.counts or (100, 500, 1000))
     # (scenario, runner, seconds it needs at least); run in this order.
     plan: list[tuple[str, Callable[[], Any], int]] = [
         ("fanout", lambda: scenarios.fanout(bench, [*sg, *nginx]), 0),
@@ -155,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         # A named group (--only flv): HTTP-FLV viewers against RTMP players (streamgate's
         # and nginx-rtmp's) at the same counts, then WebSocket-FLV at the smallest count.
         ("flv", lambda: scenarios.flv_fanout(bench, flv_counts, flv_counts[:1]), 0),
+        # A named group (--only rtmps): one edge config with its RTMPS listener on, plain
+        # RTMP players then RTMPS players at the same counts; and kernel TLS, as found.
+        ("rtmps", lambda: scenarios.rtmps_fanout(bench, rtmps_counts), 0),
     ]
     failed = False
     for name, run, needs in plan:

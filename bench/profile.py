@@ -15,16 +15,18 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 __all__ = ["profile_pid", "summarise"]
 
-_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 
-def _name(frame: str) -> str:
+def _name(frame: str, line: bool = False) -> str:
+    """``func (file)``, or with ``line``: ``func (file:line)`` when py-spy gave one."""
     m = _FRAME.match(frame.strip())
     if not m:
         return frame.strip()
@@ -32,12 +34,17 @@ def _name(frame: str) -> str:
     for marker in ("site-packages/", "streamgate/", "python3.11/"):
         if marker in file:
             file = file.split(marker, 1)[1]
+    if line and m.group("line"):
+        file += f":{m.group('line')}"
     return f"{m.group('func')} ({file})"
 
 
 def summarise(raw: str, top: int = 15) -> dict[str, Any]:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    self_lines: Counter[str] = Counter()  # the innermost frame, with its line
+    self_files: Counter[str] = Counter()  # the innermost frame's file or library
+    ours: Counter[str] = Counter()  # inclusive, streamgate's frames only, with lines
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -49,13 +56,25 @@ def summarise(raw: str, top: int = 15) -> dict[str, Any]:
             continue
         total += count
         self_time[frames[-1]] += count
+        raw_frames = [f for f in stack.split(";") if f.strip()]
+        self_lines[_name(raw_frames[-1], line=True)] += count
+        self_files[frames[-1].rpartition(" (")[2].rstrip(")")] += count
+        for name in {_name(f, line=True) for f in raw_frames if "streamgate/" in f}:
+            ours[name] += count
         for name in set(frames):
             inclusive[name] += count
 
-    def table(counter: Counter[str]) -> list[list[Any]]:
-        return [[name, round(100.0 * n / total, 1)] for name, n in counter.most_common(top)]
+    def table(counter: Counter[str], count: int = top) -> list[list[Any]]:
+        return [[name, round(100.0 * n / total, 1)] for name, n in counter.most_common(count)]
 
-    return {"samples": total, "self_pct": table(self_time), "inclusive_pct": table(inclusive)}
+    return {
+        "samples": total,
+        "self_pct": table(self_time),
+        "inclusive_pct": table(inclusive),
+        "self_lines_pct": table(self_lines),
+        "self_files_pct": table(self_files),
+        "streamgate_inclusive_pct": table(ours, 25),
+    }
 
 
 def profile_pid(
@@ -63,9 +82,13 @@ def profile_pid(
 ) -> dict[str, Any] | None:
     """Sample ``pid`` for ``seconds``; write ``stem``.txt (raw) and .svg; return the summary."""
     pyspy = shutil.which("py-spy")
-    if pyspy is None:
-        venv = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy"
-        pyspy = str(venv) if venv.exists() else None
+    # The repository's .venv, or the one running the bench (a worktree has none).
+    for venv in (
+        Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy",
+        Path(sys.executable).parent / "py-spy",
+    ):
+        if pyspy is None and venv.exists():
+            pyspy = str(venv)
     if pyspy is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
     raw = stem.with_suffix(".txt")

@@ -81,6 +81,60 @@ def _flv_targets(results: dict[str, Any], add: Any) -> None:
         )
 
 
+def _rtmps_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    group = results.get("rtmps") or {}
+    return list(group.get("rows", [])) if isinstance(group, dict) else []
+
+
+def rtmps_costs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per player count of the rtmps group: CPU s / Gbit of the plain RTMP players and
+    of the RTMPS players (one edge config), their ratio and difference (what the
+    encryption costs per delivered Gbit)."""
+    rows = _rtmps_rows(results)
+    plain = {r["players"]: r for r in rows if r.get("protocol") == "rtmp"}
+    out = []
+    for r in rows:
+        ref = plain.get(r["players"])
+        if r.get("protocol") != "rtmps" or ref is None:
+            continue
+        tls, base = r.get("cpu_s_per_gbit"), ref.get("cpu_s_per_gbit")
+        out.append(
+            {
+                "players": r["players"],
+                "rtmp": base,
+                "rtmps": tls,
+                "ratio": round(tls / base, 3) if tls and base else None,
+                "encryption_per_gbit": round(tls - base, 4) if tls and base else None,
+            }
+        )
+    return out
+
+
+def _pair(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _rtmps_targets(results: dict[str, Any], add: Any) -> None:
+    costs = rtmps_costs(results)
+    if costs:
+        add(
+            "RTMPS fan-out CPU/Gbit vs the same edge's RTMP (informative)",
+            "-",
+            ", ".join(f"{c['players']}: {_pair(c['ratio'])}" for c in costs),
+            None,
+        )
+    tls = [r for r in _rtmps_rows(results) if r.get("protocol") == "rtmps"]
+    if tls:
+        bad = [str(r["players"]) for r in tls if not r["bitrate"]["all_full_rate"]]
+        lowest = min((r["bitrate"]["min_ratio"] or 0.0) for r in tls)
+        add(
+            "RTMPS: every player >= 99% of the source bitrate",
+            "all",
+            f"all (lowest {lowest:.3f})" if not bad else "not at: " + ", ".join(bad),
+            not bad,
+        )
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each benchmark target: what was measured and whether it is met."""
     targets: list[dict[str, Any]] = []
@@ -141,6 +195,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         links = sorted({r.get("origin_links") for r in results["workers"]} - {None})
         add("workers: origin links for one stream", "1", ", ".join(map(str, links)), links == [1])
     _flv_targets(results, add)
+    _rtmps_targets(results, add)
     for row in results.get("fleet", []):
         if row["fleet"] == "with [cluster]":
             add(
@@ -297,6 +352,8 @@ def markdown(results: dict[str, Any]) -> str:
         out.append("")
     if results.get("flv"):
         out += _flv_markdown(results)
+    if _rtmps_rows(results):
+        out += _rtmps_markdown(results)
     if results.get("fleet"):
         out += [
             "## Fleet: missing names flooded at every edge",
@@ -443,6 +500,82 @@ def _flv_markdown(results: dict[str, Any]) -> list[str]:
                 f"py-spy, {r['edge']} at {r['players']:,} players "
                 f"({prof['samples']} samples, native={prof.get('native')}): "
                 + ", ".join(f"{n} {v}%" for n, v in prof["self_pct"][:8])
+            )
+            out.append("")
+    return out
+
+
+def _loaded(value: bool | None) -> str:
+    return "no /proc/modules" if value is None else ("loaded" if value else "not loaded")
+
+
+def _ktls_line(facts: dict[str, Any]) -> str:
+    return (
+        f"Kernel TLS here: Python {facts.get('python')} `ssl.OP_ENABLE_KTLS` "
+        f"{'present' if facts.get('ssl_OP_ENABLE_KTLS') else 'absent'} ({facts.get('openssl')}); "
+        f"kernel {facts.get('kernel')}: tcp_available_ulp {facts.get('tcp_available_ulp')}, "
+        f"tls module: {_loaded(facts.get('tls_module_loaded'))}, "
+        f"config: {facts.get('kernel_config_tls')}, "
+        f"/proc/net/tls_stat {'present' if facts.get('proc_net_tls_stat') else 'absent'}."
+    )
+
+
+def _rtmps_markdown(results: dict[str, Any]) -> list[str]:
+    out = [
+        "## RTMPS fan-out: one 2.5 Mbit/s stream through a streamgate edge",
+        "",
+        "One edge config (merge_ms=50, RTMPS listener on); plain RTMP players, then RTMPS "
+        "players (TLS, verified against the bench's CA), at the same counts in this run.",
+        "",
+        "| edge | players | edge CPU cores (kernel share) | delivered Gbit | CPU s / Gbit "
+        "| marginal | RSS / player | min received / source | first keyframe p50 / p99 "
+        "| client cores | dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in _rtmps_rows(results):
+        fan = list(((r.get("edge_after") or {}).get("fanout") or {}).values())
+        b = r["bitrate"]
+        rate = _fmt(b["min_ratio"], 3) + (
+            ""
+            if b["all_full_rate"]
+            else f" ({b['below_99']} below, {b['not_measured']} not playing)"
+        )
+        share = r.get("system_share")
+        kernel = f" ({share:.0%})" if share is not None else ""
+        out.append(
+            f"| {r['edge']} | {r['players']:,} | {_fmt(r['cores'])}{kernel} | "
+            f"{_fmt(r['delivered_gbit'])} | {_fmt(r['cpu_s_per_gbit'])} | "
+            f"{_fmt(r.get('cpu_s_per_gbit_marginal'))} | "
+            f"{_fmt(r['rss_per_player_kb'])} KB | {rate} | "
+            f"{_fmt(r['ttfk_ms']['p50'])} / {_fmt(r['ttfk_ms']['p99'])} ms | "
+            f"{_fmt(r.get('client_cores'))} | {fan[0]['dropped_players'] if fan else '-'} |"
+        )
+    costs = rtmps_costs(results)
+    if costs:
+        out += [
+            "",
+            "| players | RTMP CPU s / Gbit | RTMPS CPU s / Gbit | ratio "
+            "| encryption, CPU s / Gbit |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {c['players']:,} | {_fmt(c['rtmp'])} | {_fmt(c['rtmps'])} | "
+            f"{_pair(c['ratio'])} | {_fmt(c['encryption_per_gbit'])} |"
+            for c in costs
+        ]
+    facts = (results.get("rtmps") or {}).get("ktls")
+    if facts:
+        out += ["", _ktls_line(facts)]
+    out.append("")
+    for r in _rtmps_rows(results):
+        prof = r.get("profile")
+        if prof and prof.get("self_pct"):
+            out.append(
+                f"py-spy, {r['edge']} at {r['players']:,} players "
+                f"({prof['samples']} samples, native={prof.get('native')}): by file "
+                + ", ".join(f"{n} {v}%" for n, v in prof.get("self_files_pct", [])[:6])
+                + "; by line "
+                + ", ".join(f"{n} {v}%" for n, v in prof.get("self_lines_pct", [])[:8])
             )
             out.append("")
     return out

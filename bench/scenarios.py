@@ -10,7 +10,10 @@ snapshots, so "CPU per delivered Gbit" divides two numbers from one window.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
+import platform
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ __all__ = [
     "fleet",
     "flood",
     "flv_fanout",
+    "ktls_facts",
+    "rtmps_fanout",
 ]
 
 SERVER_CPU = 0  # capacity: the edge alone on this core
@@ -92,7 +97,8 @@ class Variant:
     kind: str  # "streamgate" or "nginx-rtmp"
     merge_ms: int | None = None
     workers: int = 1  # streamgate's [rtmp] workers
-    protocol: str = "rtmp"  # the players': "rtmp", "flv" (HTTP-FLV) or "ws-flv" (streamgate)
+    # The players': "rtmp", "rtmps", "flv" (HTTP-FLV) or "ws-flv" (streamgate only).
+    protocol: str = "rtmp"
 
     @property
     def label(self) -> str:
@@ -113,10 +119,30 @@ class Variant:
         """Where this variant's players play ``name`` on ``edge``."""
         if self.protocol == "rtmp":
             return edge.url(name)
+        if self.protocol == "rtmps":
+            return edge.rtmps_url(name)
         return edge.flv_url(name, scheme="ws" if self.protocol == "ws-flv" else "http")
 
 
-PROTOCOL_NAMES = {"rtmp": "RTMP", "flv": "HTTP-FLV", "ws-flv": "WS-FLV"}
+PROTOCOL_NAMES = {"rtmp": "RTMP", "rtmps": "RTMPS", "flv": "HTTP-FLV", "ws-flv": "WS-FLV"}
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """An edge's RTMPS certificate and key, and the CA its players trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def make_certificate(directory: Path) -> TlsFiles:
+    """A throw-away CA and a certificate for 127.0.0.1 (the tests' PKI, ``cryptography``)."""
+    from tests.pki import Pki
+
+    pki = Pki(directory, name="Bench Root CA")
+    issued = pki.server("edge", ("127.0.0.1", "localhost"))
+    return TlsFiles(issued.cert, issued.key, pki.ca)
 
 
 NGINX = Variant("nginx-rtmp")
@@ -135,8 +161,10 @@ def start_edge(
     cpus: list[int] | None = None,
     edge: dict[str, Any] | None = None,
     flv: bool = False,
+    tls: TlsFiles | None = None,
 ) -> Server:
-    """``flv``: a streamgate edge with its [flv] listener too (always for FLV players)."""
+    """``flv``: a streamgate edge with its [flv] listener too (always for FLV players);
+    ``tls``: with its RTMPS listener too (needed by RTMPS players)."""
     if variant.kind == "nginx-rtmp":
         return procs.nginx(f"{variant.slug}-edge", origin_port=origin.port, cpus=cpus)
     return procs.streamgate(
@@ -150,7 +178,8 @@ def start_edge(
             {"drain_time": 0.5, **({"workers": variant.workers} if variant.workers != 1 else {})},
         ),
         cpus=cpus,
-        flv=flv or variant.protocol != "rtmp",
+        flv=flv or variant.protocol in ("flv", "ws-flv"),
+        tls=(tls.cert, tls.key) if tls is not None else None,
     )
 
 
@@ -286,23 +315,31 @@ def fanout(
     flv: bool = False,
     workdir: str = "fanout",
     edge_stats: bool = False,
+    tls: TlsFiles | None = None,
+    profile_at: int | None = None,
 ) -> list[dict[str, Any]]:
     """One 2.5 Mbit/s stream fanned out to N players per edge; CPU per Gbit, RSS, rates.
 
     ``counts``: player counts of some variants (default ``bench.fanout_counts``);
     ``flv``: every streamgate edge has its [flv] listener on (the same config
     whatever its players' protocol); ``edge_stats``: a streamgate edge's statistics
-    dump after each window (its fan-out state and counters, in the row)."""
+    dump after each window (its fan-out state and counters, in the row); ``tls``:
+    every streamgate edge has its RTMPS listener on (this certificate), and RTMPS
+    players trust its CA; ``profile_at``: with ``--profile``, sample each streamgate
+    edge after the window at this count (default: after the largest)."""
     src = bench.source(2500)
     rows: list[dict[str, Any]] = []
     with Procs(bench.workdir / workdir) as procs:
         origin = start_origin(procs, bench)
         publish(procs, src, origin, ["fan"])
         for variant in variants:
-            edge = start_edge(procs, variant, origin, flv=flv)
+            edge = start_edge(procs, variant, origin, flv=flv, tls=tls)
             try:
                 steps = (counts or {}).get(variant, bench.fanout_counts)
-                rows += _fanout_edge(bench, variant, edge, src, origin, steps, edge_stats)
+                ca = str(tls.ca) if tls is not None and variant.protocol == "rtmps" else None
+                rows += _fanout_edge(
+                    bench, variant, edge, src, origin, steps, edge_stats, ca, profile_at
+                )
             finally:
                 procs.stop(edge)
     return rows
@@ -322,6 +359,58 @@ def flv_fanout(
     return fanout(bench, variants, counts=steps, flv=True, workdir="flv", edge_stats=True)
 
 
+def rtmps_fanout(bench: Bench, counts: Sequence[int] = (100, 500, 1000)) -> dict[str, Any]:
+    """The fan-out through one streamgate edge config (merge_ms 50, its RTMPS listener
+    on) to plain RTMP players, then to RTMPS players (verified against the bench's
+    CA), at the same counts in the same run; and what kernel TLS this machine has."""
+    tls = make_certificate(bench.workdir / "pki")
+    rtmp = Variant("streamgate", 50)
+    rtmps = Variant("streamgate", 50, protocol="rtmps")
+    profile_at = 500 if 500 in counts else max(counts)
+    rows = fanout(
+        bench,
+        [rtmp, rtmps],
+        counts={rtmp: counts, rtmps: counts},
+        workdir="rtmps",
+        edge_stats=True,
+        tls=tls,
+        profile_at=profile_at,
+    )
+    return {"rows": rows, "ktls": ktls_facts()}
+
+
+def ktls_facts() -> dict[str, Any]:
+    """What kernel TLS (kTLS) this machine and this Python offer, as read here."""
+    ulp = Path("/proc/sys/net/ipv4/tcp_available_ulp")
+    modules = Path("/proc/modules")
+    config = Path("/proc/config.gz")
+    config_tls = None
+    if config.exists():
+        try:
+            with gzip.open(config, "rt") as f:
+                config_tls = next(
+                    (ln.strip() for ln in f if ln.startswith(("CONFIG_TLS=", "# CONFIG_TLS "))),
+                    "CONFIG_TLS absent",
+                )
+        except OSError:
+            config_tls = None
+    ulps = ulp.read_text().split() if ulp.exists() else None
+    loaded = None
+    if modules.exists():
+        loaded = any(line.split()[0] == "tls" for line in modules.read_text().splitlines())
+    return {
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "ssl_OP_ENABLE_KTLS": hasattr(ssl, "OP_ENABLE_KTLS"),
+        "tcp_available_ulp": ulps,
+        "tls_ulp": None if ulps is None else "tls" in ulps,
+        "tls_module_loaded": loaded,  # None: no /proc/modules (no loadable modules)
+        "kernel": platform.release(),
+        "kernel_config_tls": config_tls,
+        "proc_net_tls_stat": Path("/proc/net/tls_stat").exists(),
+    }
+
+
 def origin_links(origin: Server) -> int:
     """Connections the (streamgate) origin holds besides the publisher: the edge's links."""
     return int(origin.stats().get("sessions", 1)) - 1
@@ -335,11 +424,15 @@ def _fanout_edge(
     origin: Server,
     counts: Sequence[int],
     edge_stats: bool = False,
+    ca_file: str | None = None,
+    profile_at: int | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     after: dict[int, dict[str, Any]] = {}  # players -> the edge's state after the window
     url = variant.url(edge, "fan")
-    with LoadGenerator(bench.options(), workers=bench.workers) as gen:
+    profile: dict[str, Any] | None = None
+    profiled = 0  # the player count profile was sampled at
+    with LoadGenerator(bench.options(ca_file=ca_file), workers=bench.workers) as gen:
         gen.add([url], 10.0)
         if not wait_counting(gen, 1, 15).count(State.COUNTING):
             raise RuntimeError(f"{variant.label}: the first player did not start")
@@ -378,11 +471,10 @@ def _fanout_edge(
                 f"  {variant.label}: {n} players, edge {window.cpu / window.seconds:.2f} "
                 f"cores, client {window.client_cores:.2f} cores"
             )
-        profile = None
-        if bench.profile and variant.kind == "streamgate" and steps:
-            from bench.profile import profile_pid
-
-            profile = profile_pid(edge.pid, bench.workdir / f"profile-{variant.slug}", seconds=10)
+            if n == profile_at:
+                profile, profiled = _profile(bench, variant, edge), n
+        if profile_at is None and steps:
+            profile, profiled = _profile(bench, variant, edge), steps[-1][0]
         records = gen.stop()
     floor = src.min_bps(bench.fanout_window)
     for n, first, w in steps:
@@ -421,9 +513,20 @@ def _fanout_edge(
                 **({"edge_after": after[n]} if n in after else {}),
             }
         )
-    if profile is not None and rows:
-        rows[-1]["profile"] = profile
+    for row in rows:
+        if profile is not None and row["players"] == profiled:
+            row["profile"] = profile
     return rows
+
+
+def _profile(bench: Bench, variant: Variant, edge: Server) -> dict[str, Any] | None:
+    """``--profile``: py-spy a streamgate edge for 10 s (outside the measured windows)."""
+    if not bench.profile or variant.kind != "streamgate":
+        return None
+    from bench.profile import profile_pid
+
+    # The raw stacks are kept next to the report (the work directory is removed).
+    return profile_pid(edge.pid, bench.cache.parent / f"profile-{variant.slug}", seconds=10)
 
 
 # ---------------------------------------------------------------------------- 2. capacity

@@ -163,6 +163,7 @@ class Server:
     settings: dict[str, Any] = field(default_factory=dict)
     http_port: int | None = None
     flv_port: int | None = None  # streamgate with its [flv] listener
+    tls_port: int | None = None  # streamgate with its RTMPS listener ([rtmp] tls_listen)
 
     @property
     def pid(self) -> int:
@@ -170,6 +171,11 @@ class Server:
 
     def url(self, name: str, app: str = "live") -> str:
         return f"rtmp://127.0.0.1:{self.port}/{app}/{name}"
+
+    def rtmps_url(self, name: str, app: str = "live") -> str:
+        """The RTMPS URL of a stream (the [rtmp] tls_listen port)."""
+        assert self.tls_port is not None, f"{self.label}: no RTMPS listener"
+        return f"rtmps://127.0.0.1:{self.tls_port}/{app}/{name}"
 
     def flv_url(self, name: str, app: str = "live", scheme: str = "http") -> str:
         """The HTTP-FLV URL of a stream (``scheme="ws"``: WebSocket-FLV)."""
@@ -292,14 +298,17 @@ class Procs:
         http: bool = False,
         cluster: dict[str, Any] | None = None,
         flv: bool = False,
+        tls: tuple[Path, Path] | None = None,
     ) -> Server:
         """A streamgate server (origin or edge) on a free port, via bench/sgserver.py;
         ``http``: with its HTTP API on another free port (``Server.http_port``);
         ``flv``: with its [flv] listener (HTTP-FLV, WebSocket-FLV) on another one
-        (``Server.flv_port``)."""
+        (``Server.flv_port``); ``tls``: (certificate, key) of its RTMPS listener on
+        another one (``Server.tls_port``)."""
         port = free_port()
         http_port = free_port() if http else None
         flv_port = free_port() if flv else None
+        tls_port = free_port() if tls else None
         wd = self.workdir / label
         wd.mkdir(parents=True, exist_ok=True)
         lines = [
@@ -308,6 +317,15 @@ class Procs:
             f'listen = "127.0.0.1:{port}"',
             f"merge_ms = {merge_ms}",
             *(f"{k} = {json.dumps(v)}" for k, v in (rtmp or {}).items()),
+            *(
+                [
+                    f'tls_listen = "127.0.0.1:{tls_port}"',
+                    f"tls_cert = {json.dumps(str(tls[0]))}",
+                    f"tls_key = {json.dumps(str(tls[1]))}",
+                ]
+                if tls
+                else []
+            ),
             "[http]",
             f"enabled = {'true' if http_port else 'false'}",
             *([f'listen = "127.0.0.1:{http_port}"'] if http_port else []),
@@ -369,12 +387,14 @@ class Procs:
             settings={"merge_ms": merge_ms, **(edge or {})},
             http_port=http_port,
             flv_port=flv_port,
+            tls_port=tls_port,
         )
         self.servers.append(server)
         try:
             wait_port(port, timeout=15, proc=proc)
-            if flv_port:
-                wait_port(flv_port, timeout=15, proc=proc)
+            for other in (flv_port, tls_port):
+                if other:
+                    wait_port(other, timeout=15, proc=proc)
             workers = (rtmp or {}).get("workers", 1)
             if workers != 1:  # the port opens with the first worker: wait for them all
                 deadline = time.monotonic() + 30

@@ -43,28 +43,38 @@ __all__ = ["ClientDriver", "RtmpClient", "RtmpUrl", "parse_rtmp_url"]
 _CLOSED = object()
 
 
+_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
+
+
 @dataclass(frozen=True, slots=True)
 class RtmpUrl:
     host: str
     port: int
     app: str
     name: str  # stream name, with its query string if any
+    tls: bool = False  # rtmps://
+
+    @property
+    def scheme(self) -> str:
+        return "rtmps" if self.tls else "rtmp"
 
     @property
     def tc_url(self) -> str:
-        return f"rtmp://{self.host}:{self.port}/{self.app}"
+        return f"{self.scheme}://{self.host}:{self.port}/{self.app}"
 
 
 def parse_rtmp_url(url: str) -> RtmpUrl:
-    """``rtmp://host[:port]/app/name[?query]``; the app is the first path segment."""
+    """``rtmp://host[:port]/app/name[?query]`` or ``rtmps://...`` (TLS, port 443 by
+    default); the app is the first path segment."""
     parts = urlsplit(url)
-    if parts.scheme != "rtmp" or not parts.hostname:
-        raise ValueError(f"not an rtmp:// URL: {url!r}")
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"not an rtmp:// or rtmps:// URL: {url!r}")
     path = parts.path.lstrip("/")
     app, _, name = path.partition("/")
     if parts.query:
         name = f"{name}?{parts.query}"
-    return RtmpUrl(parts.hostname, parts.port or 1935, app, name)
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    return RtmpUrl(parts.hostname, port, app, name, tls=parts.scheme == "rtmps")
 
 
 class ClientDriver:
@@ -171,8 +181,11 @@ class RtmpClient:
         """TCP connect, handshake and ``connect``; raises UpstreamError on refusal.
 
         ``source``: the local address to connect from (e.g. 127.0.0.2); ``tls``:
-        RTMPS with this context (the URL's host is the name checked and sent)."""
+        RTMPS with this context (the URL's host is the name checked and sent); an
+        ``rtmps://`` URL without one is verified against the system's CAs."""
         parsed = parse_rtmp_url(url) if isinstance(url, str) else url
+        if tls is None and parsed.tls:
+            tls = ssl.create_default_context()
         client = cls(parsed)
         loop = asyncio.get_running_loop()
         where = f"{parsed.host}:{parsed.port}"

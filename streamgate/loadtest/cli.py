@@ -1,5 +1,5 @@
-"""``streamgate loadtest``: many RTMP, HTTP-FLV or WebSocket-FLV players against one
-server, timed and measured (the URL's scheme picks the protocol).
+"""``streamgate loadtest``: many RTMP (or RTMPS), HTTP-FLV or WebSocket-FLV players
+against one server, timed and measured (the URL's scheme picks the protocol).
 
 The lead wires this as a subcommand of ``streamgate``; until then it runs as
 ``python -m streamgate.loadtest``. Both call :func:`add_arguments` on a
@@ -17,7 +17,7 @@ from streamgate.auth.signcmd import DEFAULT_ENV as DEFAULT_SECRET_ENV  # what `s
 from streamgate.auth.signcmd import read_secret
 from streamgate.errors import ConfigError
 from streamgate.loadtest.flv import FLV_SCHEMES
-from streamgate.loadtest.player import SCAN_MODES
+from streamgate.loadtest.player import SCAN_MODES, PlayerOptions
 from streamgate.loadtest.run import LoadConfig, run_load
 from streamgate.loadtest.signing import FORMATS, UrlSigner
 from streamgate.loadtest.stats import format_summary, write_json
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     times and received bitrate."""
     parser.add_argument(
         "url",
-        help="rtmp://host[:port]/app/stream (RTMP), http://host:port/app/stream.flv "
+        help="rtmp://host[:port]/app/stream (RTMP), rtmps://host[:port]/app/stream (RTMP "
+        "over TLS, port 443 by default), http://host:port/app/stream.flv "
         "(HTTP-FLV) or ws://host:port/app/stream.flv (WebSocket-FLV); '{i}' in it is "
         "replaced by the stream number (player index modulo --streams), for distinct names",
     )
@@ -129,6 +130,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave Linux's delayed ACKs on (default: TCP_QUICKACK until the first keyframe)",
     )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        default=None,
+        help="rtmps: verify the server against the CA certificate(s) in this PEM file "
+        "only (default: the system's CAs)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="rtmps: do NOT verify the server's certificate (chain, dates, host name)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the summary and every player here")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -161,6 +175,8 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         signer=_signer(args),
         query=args.query,
         source_kbps=args.source_kbps,
+        ca_file=args.ca_file,
+        insecure=args.insecure,
     )
 
 
@@ -171,9 +187,12 @@ def main(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         if config.players < 1 or config.rate <= 0 or config.duration < 0:
             raise ValueError("--players and --rate must be positive, --duration not negative")
-        if config.url.partition("://")[0] not in ("rtmp", *FLV_SCHEMES):
-            raise ValueError(f"not an rtmp://, http:// or ws:// URL: {config.url!r}")
-        parse_url(config.url.replace("{i}", "0"))  # a bad one fails here, not in a worker
+        if config.url.partition("://")[0] not in ("rtmp", "rtmps", *FLV_SCHEMES):
+            raise ValueError(f"not an rtmp://, rtmps://, http:// or ws:// URL: {config.url!r}")
+        parsed = parse_url(config.url.replace("{i}", "0"))  # a bad one fails here
+        if getattr(parsed, "tls", False):
+            # A CA file that cannot be read fails here too, not in every player.
+            PlayerOptions(ca_file=config.ca_file, insecure=config.insecure).ssl_context()
     except ValueError as exc:
         print(f"streamgate loadtest: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -181,6 +200,8 @@ def main(args: argparse.Namespace) -> int:
     def report(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if config.insecure and not args.quiet:
+        report("WARNING: --insecure: the server's certificate is NOT verified")
     result = run_load(config, report=None if args.quiet else report)
     print(format_summary(result.summary))
     if args.json:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -104,9 +105,13 @@ class State(IntEnum):
 
 
 class PlayerOptions:
-    """Settings every player of a run shares (picklable: sent to the workers)."""
+    """Settings every player of a run shares (picklable: sent to the workers).
 
-    __slots__ = ("quickack", "rcvlowat", "start_timeout", "status_scan")
+    ``ca_file`` and ``insecure`` are for ``rtmps://`` URLs: verify the server
+    against the CA certificates of that PEM file only (default: the system's), or
+    not at all. Each worker makes one SSL context of them (:meth:`ssl_context`)."""
+
+    __slots__ = ("ca_file", "insecure", "quickack", "rcvlowat", "start_timeout", "status_scan")
 
     def __init__(
         self,
@@ -115,19 +120,53 @@ class PlayerOptions:
         status_scan: str = "tail",
         quickack: bool = True,
         rcvlowat: int = RCVLOWAT,
+        ca_file: str | None = None,
+        insecure: bool = False,
     ) -> None:
         if status_scan not in SCAN_MODES:
             raise ValueError(f"status_scan must be one of {', '.join(SCAN_MODES)}")
+        if ca_file is not None and insecure:
+            raise ValueError("a CA file and no verification (insecure) exclude each other")
         self.start_timeout = start_timeout
         self.status_scan = status_scan
         self.quickack = quickack
         self.rcvlowat = rcvlowat
+        self.ca_file = ca_file
+        self.insecure = insecure
 
-    def __getstate__(self) -> tuple[float, str, bool, int]:
-        return (self.start_timeout, self.status_scan, self.quickack, self.rcvlowat)
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client context for ``rtmps://`` plays; ValueError for an unusable CA file."""
+        if self.insecure:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        if self.ca_file is None:
+            return ssl.create_default_context()
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"{self.ca_file}: not a usable CA file: {exc}") from None
 
-    def __setstate__(self, state: tuple[float, str, bool, int]) -> None:
-        self.start_timeout, self.status_scan, self.quickack, self.rcvlowat = state
+    def __getstate__(self) -> tuple[float, str, bool, int, str | None, bool]:
+        return (
+            self.start_timeout,
+            self.status_scan,
+            self.quickack,
+            self.rcvlowat,
+            self.ca_file,
+            self.insecure,
+        )
+
+    def __setstate__(self, state: tuple[float, str, bool, int, str | None, bool]) -> None:
+        (
+            self.start_timeout,
+            self.status_scan,
+            self.quickack,
+            self.rcvlowat,
+            self.ca_file,
+            self.insecure,
+        ) = state
 
 
 # What Player.record() returns, in order. Times are monotonic seconds

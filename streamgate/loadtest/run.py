@@ -47,6 +47,8 @@ class LoadConfig:
     signer: UrlSigner | None = None
     query: str = ""
     source_kbps: float | None = None
+    ca_file: str | None = None  # rtmps://: trust only this PEM file's CAs
+    insecure: bool = False  # rtmps://: no certificate verification
 
     def public(self) -> dict[str, Any]:
         """The settings as a dict for the JSON output, without the signing secret."""
@@ -104,6 +106,8 @@ def run_load(
         start_timeout=config.start_timeout,
         status_scan=config.status_scan,
         quickack=config.quickack,
+        ca_file=config.ca_file,
+        insecure=config.insecure,
     )
     with LoadGenerator(options, workers=config.workers, cpus=config.cpus) as gen:
         begin = time.monotonic() + 0.1

@@ -1,8 +1,10 @@
 """A load-test worker process: a uvloop event loop running a share of the players.
 
 A player is an RTMP play (:mod:`streamgate.loadtest.player`) for an ``rtmp://``
-URL, an HTTP-FLV or WebSocket-FLV view (:mod:`streamgate.loadtest.flv`) for
-``http://`` or ``ws://``; the same run may mix them.
+or ``rtmps://`` URL (RTMP over TLS: every such play of the worker uses one SSL
+context, made from the run's :class:`PlayerOptions`), an HTTP-FLV or
+WebSocket-FLV view (:mod:`streamgate.loadtest.flv`) for ``http://`` or
+``ws://``; the same run may mix them.
 
 The controller (:mod:`streamgate.loadtest.engine`) talks to each worker over
 a ``multiprocessing`` pipe with small tuples:
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import ssl
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -46,7 +49,8 @@ AnyPlayer = Player | FlvPlayer
 
 
 def parse_url(url: str) -> RtmpUrl | FlvUrl:
-    """An ``rtmp://`` URL for an RTMP player, ``http://`` / ``ws://`` for an FLV viewer."""
+    """An ``rtmp://`` / ``rtmps://`` URL for an RTMP player, ``http://`` / ``ws://`` for
+    an FLV viewer."""
     if url.partition("://")[0] in FLV_SCHEMES:
         return parse_flv_url(url)
     return parse_rtmp_url(url)
@@ -94,6 +98,12 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
+        self._ssl: ssl.SSLContext | None = None  # made at the first rtmps:// play
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = self.options.ssl_context()
+        return self._ssl
 
     async def run(self) -> None:
         # A blocking reader thread, not loop.add_reader: the loop would make the
@@ -198,11 +208,24 @@ class Worker:
         limit = self.options.start_timeout if self.options.start_timeout > 0 else 30.0
         try:
             async with asyncio.timeout(limit):
-                await self.loop.create_connection(lambda: player, url.host, url.port)
+                if isinstance(url, RtmpUrl) and url.tls:
+                    await self.loop.create_connection(
+                        lambda: player,
+                        url.host,
+                        url.port,
+                        ssl=self.ssl_context(),
+                        server_hostname=url.host,
+                    )
+                else:
+                    await self.loop.create_connection(lambda: player, url.host, url.port)
         except TimeoutError:
             player.fail(f"TCP connect took over {limit:g} s")
+        except ssl.SSLError as exc:  # an OSError too: say it is TLS
+            player.fail(f"TLS: {getattr(exc, 'verify_message', None) or exc.reason or exc}")
         except OSError as exc:
             player.fail(f"connect: {exc.strerror or exc}")
+        except ValueError as exc:  # the CA file (checked by the controller first)
+            player.fail(f"TLS: {exc}")
 
     def _hold_over(self, player: AnyPlayer) -> None:
         player.leave()

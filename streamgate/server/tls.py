@@ -48,6 +48,7 @@ log = logging.getLogger("streamgate.tls")
 _TLS_HANDSHAKE = 0x16  # the content type of a TLS record carrying a ClientHello
 _RTMP_VERSION = 3
 _READ_SIZE = 256 * 1024
+_PIECE = 64 * 1024  # the most one write puts into the outgoing memory BIO
 
 
 class TlsError(ConnectionError):
@@ -337,7 +338,15 @@ class TlsConnection(asyncio.Protocol):
             self.pending.append(bytes(data))
             return
         try:
-            self.sslobj.write(data)
+            if len(data) <= _PIECE:
+                self.sslobj.write(data)
+            else:
+                # In pieces, each flushed: a memory BIO keeps the size of the largest
+                # write it ever held (a GOP burst would cost every player that much).
+                view = memoryview(data)
+                for start in range(0, len(view), _PIECE):
+                    self.sslobj.write(view[start : start + _PIECE])
+                    self._flush()
         except ssl.SSLError as exc:
             self._fail(explain_ssl_error(exc))
             return

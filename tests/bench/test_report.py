@@ -63,3 +63,39 @@ def test_flv_targets_compare_with_the_same_count_in_the_same_run() -> None:
     text = report.markdown(results)
     assert "## HTTP-FLV fan-out" in text
     assert "| streamgate merge_ms=50 flv | 2,000 |" in text
+
+
+def test_rtmps_costs_compare_with_the_same_edges_rtmp_at_the_same_count() -> None:
+    results: dict[str, Any] = {
+        "meta": {
+            "command": "python -m bench --only rtmps",
+            "quick": False,
+            "machine": "2 CPUs",
+            "started": "now",
+            "duration_s": 150.0,
+            "loadavg_before": "0 0 0",
+            "loadavg_after": "0 0 0",
+        },
+        "rtmps": {
+            "rows": [
+                _row("streamgate", "rtmp", 500, 0.06),
+                _row("streamgate", "rtmp", 1000, 0.05),
+                _row("streamgate", "rtmps", 500, 0.15),
+                _row("streamgate", "rtmps", 1000, 0.13, ratio=0.98),
+            ],
+            "ktls": {"python": "3.11.7", "ssl_OP_ENABLE_KTLS": False, "tls_module_loaded": None},
+        },
+    }
+    costs = report.rtmps_costs(results)
+    assert [(c["players"], c["ratio"], c["encryption_per_gbit"]) for c in costs] == [
+        (500, 2.5, 0.09),
+        (1000, 2.6, 0.08),
+    ]
+    targets = {t["target"]: t for t in report.evaluate(results)}
+    ratio = targets["RTMPS fan-out CPU/Gbit vs the same edge's RTMP (informative)"]
+    assert ratio["measured"] == "500: 2.50, 1000: 2.60" and ratio["met"] is None
+    rates = targets["RTMPS: every player >= 99% of the source bitrate"]
+    assert rates["met"] is False and rates["measured"] == "not at: 1000"
+    text = report.markdown(results)
+    assert "## RTMPS fan-out" in text and "`ssl.OP_ENABLE_KTLS` absent" in text
+    assert "| 500 | 0.06 | 0.15 | 2.50 | 0.09 |" in text
