@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +26,16 @@ class Issued:
     cert: Path  # PEM: the certificate and the chain above it (up to, not with, the root)
     key: Path
     serial: int
+
+    def rtmp_settings(self, **extra: Any) -> dict[str, Any]:
+        """``[rtmp]`` of a test server serving this certificate on RTMPS (port 0)."""
+        return {
+            "listen": "127.0.0.1:0",
+            "tls_listen": "127.0.0.1:0",
+            "tls_cert": str(self.cert),
+            "tls_key": str(self.key),
+            **extra,
+        }
 
 
 def _name(cn: str) -> x509.Name:

@@ -33,13 +33,7 @@ pytestmark = pytest.mark.interop
 
 
 def tls_settings(issued: Issued, **extra: Any) -> dict[str, Any]:
-    return {
-        "listen": "127.0.0.1:0",
-        "tls_listen": "127.0.0.1:0",
-        "tls_cert": str(issued.cert),
-        "tls_key": str(issued.key),
-        **extra,
-    }
+    return issued.rtmp_settings(**extra)
 
 
 @pytest.fixture

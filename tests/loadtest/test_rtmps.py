@@ -26,12 +26,7 @@ LOOPBACK_ALLOWED = {"allow": ["127.0.0.1/32"]}
 
 
 def _rtmp(issued: Issued) -> dict[str, Any]:
-    return {
-        "listen": "127.0.0.1:0",
-        "tls_listen": "127.0.0.1:0",
-        "tls_cert": str(issued.cert),
-        "tls_key": str(issued.key),
-    }
+    return issued.rtmp_settings()
 
 
 @pytest.fixture
