@@ -40,10 +40,10 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Final, cast
 from urllib.parse import urlsplit
 
-from streamgate.loadtest.player import PlayerOptions, State
+from streamgate.loadtest.player import PlayBase, PlayerOptions, State
 from streamgate.rtmp.flv import VIDEO_KEYFRAME, classify_video
 
 __all__ = ["FLV_SCHEMES", "FlvPlayer", "FlvUrl", "parse_flv_url"]
@@ -97,43 +97,18 @@ def _ws_accept(key: bytes) -> bytes:
     return base64.b64encode(digest)
 
 
-class FlvPlayer(asyncio.BufferedProtocol):
+class FlvPlayer(PlayBase):
     """One view of one URL; the worker owns the buffer, the clock and the schedule."""
 
     __slots__ = (
-        "attempt",
         "body",
-        "buffer",
         "chunk_left",
-        "closed_by_server",
-        "connected",
-        "done",
-        "ended",
-        "error",
         "flv",
         "flv_header",
         "framing",
-        "handshake",
-        "index",
-        "keyframe",
-        "last_rx",
-        "last_status",
-        "nbytes",
-        "on_end",
-        "options",
-        "play_sent",
-        "play_start",
         "raw",
-        "sock",
-        "started",
-        "state",
         "status",
-        "tcp",
-        "timer",
-        "transport",
         "url",
-        "url_text",
-        "view",
         "ws_key",
         "ws_left",
     )
@@ -149,27 +124,8 @@ class FlvPlayer(asyncio.BufferedProtocol):
         options: PlayerOptions,
         on_end: Callable[[FlvPlayer], None],
     ) -> None:
-        self.index = index
-        self.attempt = attempt
-        self.url_text = url_text
+        super().__init__(index, attempt, url_text, buffer, view, options, on_end)
         self.url = url
-        self.buffer = buffer  # shared by every player of the worker
-        self.view = view
-        self.options = options
-        self.on_end = on_end
-        self.state = State.CONNECTING
-        self.transport: asyncio.Transport | None = None
-        self.sock: Any = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.started = time.monotonic()
-        self.tcp = self.handshake = self.connected = 0.0
-        self.play_sent = self.play_start = self.keyframe = self.ended = 0.0
-        self.last_rx = 0.0
-        self.nbytes = 0
-        self.closed_by_server = False
-        self.done = False
-        self.last_status = ""
-        self.error = ""
         # Parse mode only (None from the first keyframe on):
         self.raw: bytearray | None = bytearray()  # received, not yet taken by a layer
         self.flv: bytearray | None = bytearray()  # FLV bytes out of the framing
@@ -461,78 +417,12 @@ class FlvPlayer(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------ ending
 
-    def start_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.options.start_timeout > 0:
-            self.timer = loop.call_later(self.options.start_timeout, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self.timer = None
-        if self.state < State.COUNTING:
-            self.fail(f"no keyframe within {self.options.start_timeout:g} s")
-
-    def fail(self, reason: str) -> None:
-        """Give up on this play (refused, bad input, no keyframe in time)."""
-        if self.state >= State.CLOSED:
-            return
-        self.state = State.FAILED
-        self.error = reason
-        self._close()
-
-    def refused(self, reason: str) -> None:
-        """The server said no (or ended the stream before a keyframe): we close at once."""
-        if self.state >= State.CLOSED:
-            return
-        self.closed_by_server = True
-        self.ended = self.last_rx
-        self.fail(reason)
-
-    def leave(self) -> None:
-        """Close the view on our side (end of run or of its lifetime)."""
-        if self.state >= State.CLOSED:
-            return
+    def _goodbye(self) -> None:
         if self.framing == _WEBSOCKET and self.transport is not None:
             self.transport.write(_client_frame(0x8, _U16.pack(1000)))
-        self.state = State.LEFT
-        self._close()
 
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()  # connection_lost follows and finishes
-        else:
-            self._finish()
-
-    def _finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        if not self.ended:
-            self.ended = time.monotonic()
+    def _drop_parser(self) -> None:
         self.raw = self.flv = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.on_end(self)
-
-    def record(self) -> tuple[Any, ...]:
-        """The fields of :data:`~streamgate.loadtest.player.RECORD_FIELDS`, in order."""
-        return (
-            self.index,
-            self.attempt,
-            self.url_text,
-            int(self.state),
-            self.started,
-            self.tcp,
-            self.handshake,
-            self.connected,
-            self.play_sent,
-            self.play_start,
-            self.keyframe,
-            self.ended,
-            self.closed_by_server,
-            self.last_status,
-            self.error,
-            self.nbytes,
-        )
 
 
 def _client_frame(opcode: int, payload: bytes) -> bytes:

@@ -207,17 +207,18 @@ def find_status_code(data: bytes | bytearray, start: int = 0, end: int | None = 
     return bytes(data[pos + 2 : pos + 2 + length]).decode("utf-8", "replace")
 
 
-class Player(asyncio.BufferedProtocol):
-    """One play of one URL; the worker owns the buffer, the clock and the schedule."""
+class PlayBase(asyncio.BufferedProtocol):
+    """What every load-test player has, whatever its protocol: its identity, the
+    times of its steps, its byte count, and how a play ends (the worker owns the
+    buffer, the clock and the schedule). A subclass parses its protocol and
+    releases its parser in :meth:`_drop_parser`."""
 
     __slots__ = (
         "attempt",
         "buffer",
         "closed_by_server",
-        "conn",
         "connected",
         "done",
-        "driver",
         "ended",
         "error",
         "handshake",
@@ -226,22 +227,143 @@ class Player(asyncio.BufferedProtocol):
         "last_rx",
         "last_status",
         "nbytes",
-        "next_ack",
         "on_end",
         "options",
-        "pending_status",
         "play_sent",
         "play_start",
         "sock",
         "started",
         "state",
-        "tail",
         "tcp",
         "timer",
         "transport",
-        "url",
         "url_text",
         "view",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        attempt: int,
+        url_text: str,
+        buffer: bytearray,
+        view: memoryview,
+        options: PlayerOptions,
+        on_end: Callable[[Any], None],
+    ) -> None:
+        self.index = index
+        self.attempt = attempt
+        self.url_text = url_text
+        self.buffer = buffer  # shared by every player of the worker
+        self.view = view
+        self.options = options
+        self.on_end = on_end
+        self.state = State.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.sock: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+        self.tcp = self.handshake = self.connected = 0.0
+        self.play_sent = self.play_start = self.keyframe = self.ended = 0.0
+        self.last_rx = 0.0
+        self.nbytes = 0
+        self.closed_by_server = False  # closed, or refused with an error status
+        self.done = False
+        self.last_status = ""
+        self.error = ""
+
+    # ------------------------------------------------------------ ending
+
+    def start_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.options.start_timeout > 0:
+            self.timer = loop.call_later(self.options.start_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.state < State.COUNTING:
+            self.fail(f"no keyframe within {self.options.start_timeout:g} s")
+
+    def fail(self, reason: str) -> None:
+        """Give up on this play (refused, bad input, no keyframe in time)."""
+        if self.state >= State.CLOSED:
+            return
+        self.state = State.FAILED
+        self.error = reason
+        self._close()
+
+    def refused(self, reason: str) -> None:
+        """The server said no (an error status, or the end before a keyframe): it ends
+        the play, we close at once."""
+        if self.state >= State.CLOSED:
+            return
+        self.closed_by_server = True
+        self.ended = self.last_rx
+        self.fail(reason)
+
+    def leave(self) -> None:
+        """Close the play on our side (end of run or of its lifetime)."""
+        if self.state >= State.CLOSED:
+            return
+        self._goodbye()
+        self.state = State.LEFT
+        self._close()
+
+    def _goodbye(self) -> None:
+        """What the protocol says when we leave (nothing, for RTMP)."""
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # connection_lost follows and finishes
+        else:
+            self._finish()
+
+    def _drop_parser(self) -> None:
+        """Let go of the parse-mode state."""
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not self.ended:
+            self.ended = time.monotonic()
+        self._drop_parser()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.on_end(self)
+
+    def record(self) -> tuple[Any, ...]:
+        """The fields of :data:`RECORD_FIELDS`, in order."""
+        return (
+            self.index,
+            self.attempt,
+            self.url_text,
+            int(self.state),
+            self.started,
+            self.tcp,
+            self.handshake,
+            self.connected,
+            self.play_sent,
+            self.play_start,
+            self.keyframe,
+            self.ended,
+            self.closed_by_server,
+            self.last_status,
+            self.error,
+            self.nbytes,
+        )
+
+
+class Player(PlayBase):
+    """One play of one URL; the worker owns the buffer, the clock and the schedule."""
+
+    __slots__ = (
+        "conn",
+        "driver",
+        "next_ack",
+        "pending_status",
+        "tail",
+        "url",
     )
 
     def __init__(
@@ -255,32 +377,13 @@ class Player(asyncio.BufferedProtocol):
         options: PlayerOptions,
         on_end: Callable[[Player], None],
     ) -> None:
-        self.index = index
-        self.attempt = attempt
-        self.url_text = url_text
+        super().__init__(index, attempt, url_text, buffer, view, options, on_end)
         self.url = url
-        self.buffer = buffer  # shared by every player of the worker
-        self.view = view
-        self.options = options
-        self.on_end = on_end
-        self.state = State.CONNECTING
         self.conn: ClientConnection | None = ClientConnection(url.tc_url, url.app)
         self.conn.connect()
         # Parse mode only: dropped with the core at the first keyframe.
         self.driver: ClientDriver | None = ClientDriver(self.conn, self._on_events, self._on_error)
-        self.transport: asyncio.Transport | None = None
-        self.sock: Any = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.started = time.monotonic()
-        self.tcp = self.handshake = self.connected = 0.0
-        self.play_sent = self.play_start = self.keyframe = self.ended = 0.0
-        self.last_rx = 0.0
-        self.nbytes = 0
         self.next_ack = 0
-        self.closed_by_server = False  # closed, or refused with an error status
-        self.done = False
-        self.last_status = ""
-        self.error = ""
         self.tail = b""  # the last bytes of the previous read (status marker across reads)
         self.pending_status = b""  # an onStatus body cut by the end of a read
 
@@ -464,75 +567,5 @@ class Player(asyncio.BufferedProtocol):
         self.last_status = code
         return True
 
-    # ------------------------------------------------------------ ending
-
-    def start_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.options.start_timeout > 0:
-            self.timer = loop.call_later(self.options.start_timeout, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self.timer = None
-        if self.state < State.COUNTING:
-            self.fail(f"no keyframe within {self.options.start_timeout:g} s")
-
-    def fail(self, reason: str) -> None:
-        """Give up on this play (refused, bad input, no keyframe in time)."""
-        if self.state >= State.CLOSED:
-            return
-        self.state = State.FAILED
-        self.error = reason
-        self._close()
-
-    def refused(self, reason: str) -> None:
-        """The server said no (an error status): it ends the play, we close at once."""
-        if self.state >= State.CLOSED:
-            return
-        self.closed_by_server = True
-        self.ended = self.last_rx
-        self.fail(reason)
-
-    def leave(self) -> None:
-        """Close the play on our side (end of run or of its lifetime)."""
-        if self.state >= State.CLOSED:
-            return
-        self.state = State.LEFT
-        self._close()
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()  # connection_lost follows and finishes
-        else:
-            self._finish()
-
-    def _finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        if not self.ended:
-            self.ended = time.monotonic()
+    def _drop_parser(self) -> None:
         self.conn = self.driver = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.on_end(self)
-
-    def record(self) -> tuple[Any, ...]:
-        """The fields of :data:`RECORD_FIELDS`, in order."""
-        return (
-            self.index,
-            self.attempt,
-            self.url_text,
-            int(self.state),
-            self.started,
-            self.tcp,
-            self.handshake,
-            self.connected,
-            self.play_sent,
-            self.play_start,
-            self.keyframe,
-            self.ended,
-            self.closed_by_server,
-            self.last_status,
-            self.error,
-            self.nbytes,
-        )
