@@ -59,7 +59,10 @@ log = logging.getLogger("streamgate.workers")
 COUNTS_EVERY = 0.02
 """Seconds between two sends of changed connection counts."""
 
-TAKE_BOUND = 0.2
+# The supervisor is a local process: an answer later than this means the machine
+# itself is overloaded, and the worker's own limits decide rather than the play
+# waiting on. Long enough that a loaded machine still keeps its totals.
+TAKE_BOUND = 1.0
 """Seconds an upstream connect waits for the machine's budget, at most."""
 
 _RETRY = 0.5  # seconds between two attempts to reach the supervisor

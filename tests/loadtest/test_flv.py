@@ -231,6 +231,12 @@ def test_viewers_against_a_real_origin(scheme: str) -> None:
                     warmup=0.0, workers=1
                 )  # fmt: skip
                 playing = await asyncio.to_thread(run_load, config)
+                # The viewers left as the run ended: the server sees them go soon after.
+                await await_until(
+                    lambda: not any(srv.call(lambda: _viewers(srv, "lt")).values()),
+                    timeout=10,
+                    what="the viewers gone from the stream",
+                )
                 viewers = srv.call(lambda: _viewers(srv, "lt"))
                 refused = await asyncio.to_thread(run_load, missing)
             return playing, refused, viewers
