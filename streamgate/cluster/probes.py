@@ -328,9 +328,12 @@ class FleetProbes:
             now = rep.now()
             self.negative.learn(key, rep.to_local(miss.expires), miss.reason, now)
             reason = self.negative.holds(key, now)
-            if reason is None:
-                return None, None  # it had just expired
             self.counters["known_missing"] += 1
+            if reason is None:
+                # Redis still holds the miss, its value says it just expired (the key
+                # outlives the value by the write's delay): still the fleet's word. To
+                # connect here, unclaimed, made every edge ask at each expiry.
+                return miss.reason or "not found", None
             return reason or "not found", None
         if kind == 2 and len(answer) in (2, 3) and isinstance(answer[1], int):
             if len(answer) == 3 and isinstance(answer[2], bytes | str):
