@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import logging
 import urllib.parse
 from collections.abc import Awaitable
@@ -174,6 +175,7 @@ class FlvViewer(HttpConnection):
         self._describe_timer: asyncio.TimerHandle | None = None
         self._stream: Stream | None = None  # ready, waiting to be described
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cors_headers: tuple[tuple[str, str], ...] = ()  # sent with the response
         self.end = EndLine()
 
     # ------------------------------------------------------------ Client
@@ -469,7 +471,7 @@ class FlvViewer(HttpConnection):
 
     def _head(self, status: int, *, body: bytes = b"", retry: bool = False) -> bytes:
         """A response head (and a short body) written as is: the stream's bytes follow."""
-        lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}"]
+        lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
         if status == 200:
             lines.append("content-type: video/x-flv")
             if self.framing is CHUNKED:
@@ -487,8 +489,6 @@ class FlvViewer(HttpConnection):
         lines += [f"{k}: {v}" for k, v in self._cors_headers]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head if self.head_only else head + body
-
-    _cors_headers: tuple[tuple[str, str], ...] = ()
 
     def _deny(self, status: int, refusal: Refusal) -> None:
         """Tell the viewer why (a status and a line, or a close code and reason)."""
@@ -579,13 +579,3 @@ class FlvViewer(HttpConnection):
         seconds = self.ctx.loop.time() - self.connected_at
         self.end.write(log, self.id, self.peer, role, seconds, self.played)
 
-
-_PHRASES = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    429: "Too Many Requests",
-    503: "Service Unavailable",
-}

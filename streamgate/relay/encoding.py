@@ -73,8 +73,9 @@ class Encoding(Protocol):
     def encode(self, type_id: int, timestamp: int, payload: bytes) -> bytes:
         """One audio, video or data message."""
 
-    def preamble(self, audio: bool, video: bool) -> bytes:
-        """What a new player gets before anything else (the FLV file header)."""
+    def preamble(self, tracks: Callable[[], tuple[bool, bool]]) -> bytes:
+        """What a new player gets before anything else (the FLV file header, from
+        the stream's ``tracks()``: (audio, video), asked only when needed)."""
 
     def frame(self, parts: Sequence[bytes]) -> bytes:
         """``parts`` joined and wrapped for the wire (only when ``framed``)."""
@@ -102,7 +103,7 @@ class RtmpChunks:
             _CSID[type_id], timestamp, type_id, self.stream_id, payload, self.chunk_size
         )
 
-    def preamble(self, audio: bool, video: bool) -> bytes:
+    def preamble(self, tracks: Callable[[], tuple[bool, bool]]) -> bytes:
         return b""
 
     def frame(self, parts: Sequence[bytes]) -> bytes:
@@ -154,8 +155,8 @@ class FlvTags:
         )
         return b"".join((head, b"\x00\x00\x00", payload, (size + 11).to_bytes(4, "big")))
 
-    def preamble(self, audio: bool, video: bool) -> bytes:
-        return flv_header(audio, video)
+    def preamble(self, tracks: Callable[[], tuple[bool, bool]]) -> bytes:
+        return flv_header(*tracks())
 
     def frame(self, parts: Sequence[bytes]) -> bytes:
         head = self.framing.head

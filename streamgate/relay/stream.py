@@ -519,7 +519,7 @@ class Stream:
         if self._sendfile:
             player.fd = delivery.sendfile_fd
         start = self._start_bytes(group)
-        preamble = wire.preamble(*self.tracks())
+        preamble = wire.preamble(self.tracks)  # an RTMP player's is empty, unasked
         if preamble:
             start = preamble + start
         if start:
