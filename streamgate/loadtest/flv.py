@@ -191,14 +191,6 @@ class FlvPlayer(PlayBase):
             self._refusal()  # an answer whose body ends with the connection
         return False  # close our side too
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.state < State.CLOSED:
-            self.state = State.CLOSED
-            self.closed_by_server = True
-            if exc is not None and not self.error:
-                self.error = f"connection lost: {exc}"
-        self._finish()
-
     # ------------------------------------------------------------ parse mode
 
     def _parse(self) -> None:

@@ -272,6 +272,14 @@ class PlayBase(asyncio.BufferedProtocol):
         self.last_status = ""
         self.error = ""
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state < State.CLOSED:
+            self.state = State.CLOSED
+            self.closed_by_server = True
+            if exc is not None and not self.error:
+                self.error = f"connection lost: {exc}"
+        self._finish()
+
     # ------------------------------------------------------------ ending
 
     def start_timer(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -421,14 +429,6 @@ class Player(PlayBase):
 
     def eof_received(self) -> bool:
         return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.state < State.CLOSED:
-            self.state = State.CLOSED
-            self.closed_by_server = True
-            if exc is not None and not self.error:
-                self.error = f"connection lost: {exc}"
-        self._finish()
 
     # ------------------------------------------------------------ parse mode
 
