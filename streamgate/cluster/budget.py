@@ -10,9 +10,12 @@ a bucket that adds a burst).
 It sits on the upstream connect path, not on the play answer path: the
 pool has already granted the link under the local limits, and the
 :class:`~streamgate.edge.budgeted.BudgetedConnector` waits at most
-``budget_wait`` for the script before opening it. Redis slow, down or
-answering garbage: the local limits alone decide (counted as
-``fallback``), and no play fails for it.
+``budget_wait`` for the script before opening it. The budget is a bound
+the origin relies on, so it fails closed: an answer later than that (Redis
+slow, or this node's own loop behind under a flood) refuses the connect
+(``unanswered``), since the other nodes may be spending the budget at that
+moment. Only while the replicator finds Redis down do the local limits and
+this node's share of the rate decide (``fallback``), so plays go on.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ return {granted, used + granted}
 """
 
 _SPENT = BudgetRefusal("fleet_connect_rate", "fleet connect budget reached")
+_UNANSWERED = BudgetRefusal(
+    "fleet_connect_rate", "fleet connect budget unanswered within budget_wait"
+)
 _SHARE_SPENT = BudgetRefusal(
     "fleet_connect_rate", "fleet connect budget unanswered; this node's share reached"
 )
@@ -87,13 +93,15 @@ class FleetBudget:
     that waited ``budget_wait`` without an answer falls back to the local
     limits; its batch still runs (a slot it was granted counts at Redis).
 
-    No answer in time (Redis slow, down, or this node's own loop behind, as
-    under a flood): if the last answer, less than a window ago, found the
-    window full, the connect is refused (the fleet's budget was spent a moment
-    ago, and under a flood it stays spent); otherwise it is held to this
-    node's share of the fleet's rate (the rate over the nodes seen, counting
-    the connects it was granted too), so a fleet whose nodes all fall back
-    still stays near the bound rather than N times it.
+    No answer in time while Redis is up (slow, or this node's own loop behind,
+    as under a flood): refused, because the other nodes may be taking the
+    whole budget meanwhile. A slot granted to a take that no longer wants it is
+    given back at Redis, so refusals do not waste the fleet's budget. Redis
+    found down by the replicator: if the last answer, less than a window ago,
+    found the window full, refused (under a flood it stays spent); otherwise
+    the connect is held to this node's share of the fleet's rate (the rate
+    over the nodes seen, counting the connects it was granted too), so a fleet
+    whose nodes all lost Redis still stays near the bound.
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class FleetBudget:
         # Takes that fell back and connected while their batch was in flight.
         self._opened: set[asyncio.Future[bool | None]] = set()
         self._warm: asyncio.Task[None] | None = None
+        self._removals: set[asyncio.Task[None]] = set()
 
     def _redis(self) -> Redis:
         if self._client is None:
@@ -146,14 +155,14 @@ class FleetBudget:
         try:
             answer = await asyncio.wait_for(asyncio.shield(future), self.options.budget_wait)
         except TimeoutError:
-            refusal = self._fallback(origin)
+            refusal = self._fallback(origin) if not self.available() else self._unanswered()
             if refusal is None and not future.done():
                 self._opened.add(future)  # its batch counts it at Redis first, if it has room
             elif not future.done():
                 future.cancel()  # refused: its batch gives the slot to a take still waiting
             return refusal
         if answer is None:
-            return self._fallback(origin)
+            return self._fallback(origin) if not self.available() else self._unanswered()
         if not answer:
             self.counters["refused"] += 1
             return _SPENT
@@ -167,6 +176,10 @@ class FleetBudget:
         if share is None or share.rate != rate:
             share = self._shares[origin] = RateWindow(rate)
         return share
+
+    def _unanswered(self) -> BudgetRefusal:
+        self.counters["unanswered"] += 1
+        return _UNANSWERED
 
     def _fallback(self, origin: str) -> BudgetRefusal | None:
         """No answer from the fleet: spent if it was a moment ago, else this node's share."""
@@ -185,7 +198,10 @@ class FleetBudget:
         """Batches for ``origin`` until no take is queued."""
         try:
             while batch := [f for f in self._queued.pop(origin, ()) if not f.done()]:
-                granted = await self._eval(origin, len(batch))
+                prefix = f"{self.options.node_id}:{next(self._batches)}"
+                granted = await self._eval(origin, len(batch), prefix)
+                # The script may have run although no answer came: its slots are unused.
+                given = len(batch) if granted is None else granted
                 if granted is not None and granted < len(batch):
                     self._full_at[origin] = self.now()
                 # Those that already connected take the slots first: counted at Redis.
@@ -207,6 +223,10 @@ class FleetBudget:
                         future.set_result(True)
                     else:
                         future.set_result(False)
+                if granted:  # slots of takes that gave up waiting: for other takes
+                    self._give_back(origin, prefix, given - granted + 1, given)
+                elif granted is None:
+                    self._give_back(origin, prefix, 1, given)
         finally:
             self._running.pop(origin, None)
             for future in self._queued.pop(origin, ()):
@@ -214,8 +234,24 @@ class FleetBudget:
                 if not future.done():
                     future.set_result(None)
 
-    async def _eval(self, origin: str, asked: int) -> int | None:
-        prefix = f"{self.options.node_id}:{next(self._batches)}"
+    def _give_back(self, origin: str, prefix: str, first: int, last: int) -> None:
+        """Remove the unused slots ``first..last`` of a batch from the window."""
+        members = [f"{prefix}:{i}" for i in range(first, last + 1)]
+        self.counters["given_back"] += len(members)
+        task = asyncio.get_running_loop().create_task(self._remove(origin, members))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove(self, origin: str, members: list[str]) -> None:
+        try:
+            await asyncio.wait_for(
+                self._redis().zrem(self.options.keys.budget(origin), *members),
+                self.options.command_timeout,
+            )
+        except Exception as exc:  # the slots expire with the window anyway
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+
+    async def _eval(self, origin: str, asked: int, prefix: str) -> int | None:
         try:
             answer = await asyncio.wait_for(
                 self._redis().eval(
@@ -249,7 +285,7 @@ class FleetBudget:
     async def close(self) -> None:
         if self._warm is not None:
             self._warm.cancel()
-        for task in list(self._running.values()):
+        for task in [*self._running.values(), *self._removals]:
             task.cancel()
         self._running.clear()
         client, self._client = self._client, None

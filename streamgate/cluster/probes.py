@@ -135,7 +135,9 @@ class FleetProbes:
 
     def _redis(self) -> Redis:
         if self._client is None:
-            self._client = self.options.client()  # a late answer is waited for: claim_wait
+            # A late answer is waited for up to claim_wait: no command is cut sooner.
+            opts = self.options
+            self._client = opts.client(timeout=max(opts.command_timeout, opts.claim_wait))
         return self._client
 
     # ------------------------------------------------------------ the gate

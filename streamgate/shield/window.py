@@ -16,12 +16,14 @@ __all__ = ["RateWindow"]
 class RateWindow:
     __slots__ = ("_events", "limit", "rate", "window")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, margin: float = 0.0) -> None:
+        """``margin``: seconds added to the window, for events counted a little
+        before they happen where the bound is kept (a grant, then a connect)."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.limit = max(1, math.floor(rate))
-        self.window = self.limit / rate
+        self.window = self.limit / rate + margin
         self._events: deque[float] = deque(maxlen=self.limit)
 
     def try_take(self, now: float) -> bool:

@@ -35,6 +35,11 @@ __all__ = ["Exchange"]
 
 log = logging.getLogger("streamgate.workers")
 
+# A connect is granted here and made by a worker a moment later (the grant's trip,
+# the worker's loop): the rate window is widened by this, so that the bound holds
+# where it matters, at the origin.
+GRANT_MARGIN = 0.1
+
 _MAX_KEPT = 200_000  # bans and misses kept for replay, at most (oldest dropped)
 
 
@@ -254,7 +259,7 @@ class Exchange:
             return answer
         window = self.rates.get(origin)
         if window is None or window.rate != rate:  # a reload changed it
-            window = self.rates[origin] = RateWindow(float(rate))
+            window = self.rates[origin] = RateWindow(float(rate), GRANT_MARGIN)
         if not window.try_take(self.clock()):
             self.counters["refused:connect_rate"] += 1
             answer["reason"] = "connect_rate"

@@ -60,8 +60,9 @@ COUNTS_EVERY = 0.02
 """Seconds between two sends of changed connection counts."""
 
 # The supervisor is a local process: an answer later than this means the machine
-# itself is overloaded, and the worker's own limits decide rather than the play
-# waiting on. Long enough that a loaded machine still keeps its totals.
+# itself is overloaded. The connect is then refused (the other workers may be
+# taking the machine's whole budget meanwhile), not left to the worker's own
+# limits; only with no link to the supervisor do those decide.
 TAKE_BOUND = 1.0
 """Seconds an upstream connect waits for the machine's budget, at most."""
 
@@ -71,6 +72,11 @@ _REFUSALS = {
     "connect_rate": BudgetRefusal("machine_connect_rate", "the machine's connect rate reached"),
     "link_cap": BudgetRefusal("machine_link_cap", "the machine's link cap reached"),
 }
+
+
+_UNANSWERED = BudgetRefusal(
+    "machine_connect_rate", "the machine's connect budget unanswered within 1 s"
+)
 
 
 class MachinePeer:
@@ -400,8 +406,8 @@ class MachinePeer:
                 self._abandoned.add(ident)  # a grant that still comes is given back
             if not isinstance(exc, TimeoutError):
                 raise
-            self.counters["budget_fallback"] += 1
-            return None
+            self.counters["budget_unanswered"] += 1
+            return _UNANSWERED
         if answer.get("ok") is True:
             self.counters["budget_granted"] += 1
             self._links[origin] += 1

@@ -103,7 +103,11 @@ def flood(
         begin = time.monotonic() + 0.2
         end = begin + seconds
         urls = [edge.url(name) for name in names for edge in edges]
-        gen.add(urls, 5000.0, start_at=begin, reconnect=True, reconnect_delay=0.0, until=end)
+        # Each player re-opens twice a second: ten times per missing_ttl per name and
+        # edge, a flood, at a pace two cores serve. Saturated edges measure their own
+        # loop's lag (Redis answers past claim_wait fall back to local limits, by
+        # design), not what the fleet saves.
+        gen.add(urls, 5000.0, start_at=begin, reconnect=True, reconnect_delay=0.5, until=end)
         wait_until(lambda: time.monotonic() >= end, timeout=seconds + 5, what="the flood's end",
                    interval=0.2)  # fmt: skip
         return gen.stop(), begin
@@ -151,7 +155,9 @@ def test_the_fleet_connect_budget_holds_the_origin_to_ten_connects_a_second(
             end = begin + 8.0
             for edge in edges:
                 urls = [edge.url(f"{edge.name}-{n}") for n in names]
-                gen.add(urls, 500.0, start_at=begin, reconnect=True, until=end)
+                # Each re-opens four times a second: 600 asks a second for 10 slots.
+                gen.add(urls, 500.0, start_at=begin, reconnect=True, reconnect_delay=0.25,
+                        until=end)  # fmt: skip
             wait_until(lambda: time.monotonic() >= end, timeout=15, what="the flood's end",
                        interval=0.2)  # fmt: skip
             records = gen.stop()
@@ -163,8 +169,8 @@ def test_the_fleet_connect_budget_holds_the_origin_to_ten_connects_a_second(
     assert sum(b.get("refused", 0) for b in budgets) > 0  # the budget did say no
     assert all(b.get("granted", 0) > 0 for b in budgets)  # to every edge's share
     assert counter.count() >= 8 * 10 * 0.8  # and spent close to all it allowed
-    # Every connect the origin saw was granted, or let through on a late answer (and
-    # then counted at Redis first): none behind the budget's back.
+    # Every connect the origin saw was granted (Redis stayed up: an answer later than
+    # budget_wait refuses, it lets nothing through): none behind the budget's back.
     opened = sum(b.get("granted", 0) + b.get("fallback", 0) for b in budgets)
     assert opened == counter.count()
     assert most <= 10, sorted(counter.stamps)
