@@ -337,9 +337,10 @@ class EdgeSettings(_Section):
         description=(
             "New upstream connects per second per origin for the whole fleet ([cluster] "
             "edges sharing one Redis), on top of max_connects_per_second; 0: off. Checked "
-            "with an atomic Redis script, waiting at most [cluster] budget_wait; when Redis "
-            "does not answer in time the local limit and this edge's share of the fleet "
-            "rate apply (refused if the budget was found spent a moment ago)."
+            "with an atomic Redis script, waiting at most [cluster] budget_wait; an answer "
+            "later than that refuses the connect (the bound fails closed). While Redis is "
+            "found down, the local limit and this edge's share of the fleet rate apply "
+            "(refused if the budget was found spent a moment ago)."
         ),
     )
     connect_timeout: float = Field(
@@ -846,8 +847,9 @@ class ClusterSettings(_Section):
         le=1,
         description=(
             "Most seconds an upstream connect waits for the fleet connect budget "
-            "([edge] fleet_max_connects_per_second) before the local limit alone decides; "
-            "a name's claim answered later is late (see claim_wait)."
+            "([edge] fleet_max_connects_per_second); later, the connect is refused (keep it "
+            "above the Redis round trip under load). A name's claim answered later is late "
+            "(see claim_wait)."
         ),
     )
     heartbeat_interval: float = Field(
