@@ -9,6 +9,20 @@ from typing import Any
 __all__ = ["evaluate", "markdown", "write_chart", "write_outputs"]
 
 
+def _received(bitrate: dict[str, Any]) -> str:
+    """The "min received / source" cell: the lowest ratio, and who fell short."""
+    if bitrate["all_full_rate"]:
+        return _fmt(bitrate["min_ratio"], 3)
+    short = f" ({bitrate['below_99']} below, {bitrate['not_measured']} not playing)"
+    return _fmt(bitrate["min_ratio"], 3) + short
+
+
+def _kernel_share(row: dict[str, Any]) -> str:
+    """The kernel's share of the edge's CPU as " (NN%)", when it was measured."""
+    share = row.get("system_share")
+    return f" ({share:.0%})" if share is not None else ""
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -303,14 +317,7 @@ def markdown(results: dict[str, Any]) -> str:
                 if ref and r["cpu_s_per_gbit"] and ref.get("cpu_s_per_gbit")
                 else None
             )
-            b = r["bitrate"]
-            rate = _fmt(b["min_ratio"], 3) + (
-                ""
-                if b["all_full_rate"]
-                else f" ({b['below_99']} below, {b['not_measured']} not playing)"
-            )
-            share = r.get("system_share")
-            kernel = f" ({share:.0%})" if share is not None else ""
+            rate, kernel = _received(r["bitrate"]), _kernel_share(r)
             out.append(
                 f"| {r['edge']} | {r['players']:,} | {_fmt(r['cores'])}{kernel} | "
                 f"{_fmt(r['delivered_gbit'])} | {_fmt(r['cpu_s_per_gbit'])} | "
@@ -468,14 +475,7 @@ def _flv_markdown(results: dict[str, Any]) -> list[str]:
             if fan
             else "-"
         )
-        b = r["bitrate"]
-        rate = _fmt(b["min_ratio"], 3) + (
-            ""
-            if b["all_full_rate"]
-            else f" ({b['below_99']} below, {b['not_measured']} not playing)"
-        )
-        share = r.get("system_share")
-        kernel = f" ({share:.0%})" if share is not None else ""
+        rate, kernel = _received(r["bitrate"]), _kernel_share(r)
         vs_own = _ratio(r, own.get(r["players"]))
         vs_nginx = _ratio(r, nginx.get(r["players"]))
         out.append(
@@ -534,14 +534,7 @@ def _rtmps_markdown(results: dict[str, Any]) -> list[str]:
     ]
     for r in _rtmps_rows(results):
         fan = list(((r.get("edge_after") or {}).get("fanout") or {}).values())
-        b = r["bitrate"]
-        rate = _fmt(b["min_ratio"], 3) + (
-            ""
-            if b["all_full_rate"]
-            else f" ({b['below_99']} below, {b['not_measured']} not playing)"
-        )
-        share = r.get("system_share")
-        kernel = f" ({share:.0%})" if share is not None else ""
+        rate, kernel = _received(r["bitrate"]), _kernel_share(r)
         out.append(
             f"| {r['edge']} | {r['players']:,} | {_fmt(r['cores'])}{kernel} | "
             f"{_fmt(r['delivered_gbit'])} | {_fmt(r['cpu_s_per_gbit'])} | "
