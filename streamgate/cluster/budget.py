@@ -155,14 +155,14 @@ class FleetBudget:
         try:
             answer = await asyncio.wait_for(asyncio.shield(future), self.options.budget_wait)
         except TimeoutError:
-            refusal = self._fallback(origin) if not self.available() else self._unanswered()
+            refusal = self._unanswered(origin)
             if refusal is None and not future.done():
                 self._opened.add(future)  # its batch counts it at Redis first, if it has room
             elif not future.done():
                 future.cancel()  # refused: its batch gives the slot to a take still waiting
             return refusal
         if answer is None:
-            return self._fallback(origin) if not self.available() else self._unanswered()
+            return self._unanswered(origin)
         if not answer:
             self.counters["refused"] += 1
             return _SPENT
@@ -177,7 +177,11 @@ class FleetBudget:
             share = self._shares[origin] = RateWindow(rate)
         return share
 
-    def _unanswered(self) -> BudgetRefusal:
+    def _unanswered(self, origin: str) -> BudgetRefusal | None:
+        """No answer in time: refused while Redis is up (the bound fails closed);
+        with Redis found down, this node decides alone."""
+        if not self.available():
+            return self._fallback(origin)
         self.counters["unanswered"] += 1
         return _UNANSWERED
 
